@@ -1,0 +1,3 @@
+"""Image classification and transfer learning on PyTorch Lightning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""Callbacks the CLI adds to every run."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+def new_file(folder: Path, stem: str, suffix: str) -> Path:
+    """A path in ``folder`` that does not exist yet (runs never overwrite each other's files)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{stem}-{stamp}{suffix}"
+    n = 1
+    while path.exists():
+        path = folder / f"{stem}-{stamp}-{n}{suffix}"
+        n += 1
+    return path
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Writes ``path,class_name,probability`` for every predicted image to a new CSV file in
+    ``default_root_dir`` and prints a table of the rows and the file's path."""
+
+    def __init__(self, print_rows: int = 50) -> None:
+        super().__init__(write_interval="epoch")
+        self.print_rows = print_rows
+        self.last_path: Path | None = None
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions: Any, batch_indices: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        rows = [
+            (path, name, float(p))
+            for batch in batches
+            for path, name, p in zip(batch["paths"], batch["class_names"], batch["probabilities"])
+        ]
+        folder = Path(trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.last_path = new_file(folder, "predictions", ".csv")
+        with open(self.last_path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "class_name", "probability"])
+            writer.writerows((path, name, f"{p:.6f}") for path, name, p in rows)
+        self._print_table(rows)
+        print(f"wrote {len(rows)} predictions to {self.last_path}")
+
+    def _print_table(self, rows: list[tuple[str, str, float]]) -> None:
+        shown = rows[: self.print_rows]
+        width = max([len("path")] + [len(r[0]) for r in shown])
+        name_width = max([len("class_name")] + [len(r[1]) for r in shown])
+        print(f"{'path':<{width}}  {'class_name':<{name_width}}  probability")
+        for path, name, p in shown:
+            print(f"{path:<{width}}  {name:<{name_width}}  {p:.4f}")
+        if len(rows) > len(shown):
+            print(f"... {len(rows) - len(shown)} more rows in the CSV file")

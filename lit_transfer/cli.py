@@ -1,0 +1,134 @@
+"""``python -m lit_transfer {fit,validate,test,predict}``: LightningCLI with the project's defaults."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_transfer.callbacks import PredictionCSVWriter
+from lit_transfer.data.base import ClassificationDataModule
+from lit_transfer.errors import UserError
+from lit_transfer.tasks.classifier import ImageClassifier
+
+PROG = "python -m lit_transfer"
+
+
+_NOISE = (
+    "Does not validate against",
+    "Subtypes:",
+    "Errors",
+    "Given value",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+    "Problem with given class_path",
+)
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse explains a bad value as a nested, many-line tree; keep the full key and the most
+    specific reason, e.g. ``model.optimizer.lr: Expected a <class 'float'>``."""
+    keys, details, class_paths = [], [], []
+    for raw in str(message).splitlines():
+        line = raw.strip().lstrip("- ").strip()
+        keys += re.findall(r'Parser key "([^"]+)"', line)
+        class_paths += re.findall(r"given class_path '([^']+)'", line)
+        line = re.sub(r'Parser key "[^"]+":?', "", line)
+        line = re.sub(r"^Type .*? expects a function or a callable class: ", "", line)
+        line = re.sub(r"\. Got value: .*$", "", line).strip(" :")
+        if line and not line.startswith(_NOISE):
+            details.append(line)
+    detail = details[0] if details else " ".join(str(message).split())
+    if "has no attribute" in detail or "No module named" in detail:
+        detail = f"unknown class_path ({detail})"
+    key = ".".join(dict.fromkeys(keys))
+    return f"{key}: {detail}" if key else detail
+
+
+class Parser(LightningArgumentParser):
+    """Argument parser whose user errors are one line and exit status 2."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        sys.stderr.write(f"lit_transfer: error: {_one_line(message)}  (see: {PROG} --help)\n")
+        sys.exit(2)
+
+
+class LitTransferCLI(LightningCLI):
+    """Subcommands fit/validate/test/predict; model and data named by ``class_path`` in YAML."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        super().__init__(
+            model_class=ImageClassifier,
+            datamodule_class=ClassificationDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_class=Parser,
+            auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [PredictionCSVWriter()]},
+            parser_kwargs={"prog": PROG},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The data module knows its classes; the model gets them instead of the user typing them twice.
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
+            found = find_last_checkpoint(self.config[subcommand].trainer.default_root_dir)
+            if found is not None:
+                print(f"resuming from {found}")
+                self.config[subcommand].ckpt_path = str(found)
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_file():
+            raise UserError(f"checkpoint {ckpt_path!r} does not exist: check --ckpt_path")
+        try:
+            super()._parse_ckpt_path()
+        except SystemExit:
+            raise
+        except Exception as err:  # torch's safe loader refusing a file, a truncated file, ...
+            raise UserError(f"cannot read checkpoint {ckpt_path!r}: {str(err).splitlines()[0]}") from err
+
+
+def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
+    """The newest ``last.ckpt`` of any earlier version folder (each run writes a new one, so
+    Lightning's own ``ckpt_path="last"`` would look only in the new, empty folder)."""
+    logs = Path(default_root_dir or ".") / "lightning_logs"
+    candidates = sorted(logs.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def main(args=None) -> None:
+    try:
+        LitTransferCLI(args=args)
+    except UserError as err:
+        sys.stderr.write(f"lit_transfer: error: {err}\n")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What every data module of lit_transfer offers the CLI and the model."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from lit_transfer.data.images import ImageFiles, list_images
+
+
+class ClassificationDataModule(LightningDataModule):
+    """Base of the data modules: ``root``, ``batch_size``, ``num_workers`` and class names.
+
+    ``class_names`` is read when the CLI builds the model (it is linked to the model's
+    ``class_names`` and ``num_classes``), so subclasses find their classes cheaply and raise a
+    ``UserError`` for a missing or malformed folder before any training starts.
+    """
+
+    def __init__(
+        self,
+        root: str | None,
+        batch_size: int,
+        num_workers: int,
+        eval_batch_size: int | None = None,
+        predict_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.predict_root = predict_root
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str] | None:
+        """Class names in label order; None only when predicting without a data folder."""
+
+    @property
+    def num_classes(self) -> int | None:
+        names = self.class_names
+        return None if names is None else len(names)
+
+    @abstractmethod
+    def eval_transform(self):
+        """The deterministic transform used for validation, test and predict."""
+
+    def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
+        )
+
+    def _pin_memory(self) -> bool:
+        trainer = self.trainer
+        return bool(trainer is not None and trainer.accelerator is not None and trainer.strategy.root_device.type == "cuda")
+
+    def predict_dataloader(self) -> DataLoader:
+        if not self.predict_root:
+            from lit_transfer.errors import UserError
+
+            raise UserError("nothing to predict: give the images with --data.predict_root <file or folder>")
+        return self._loader(ImageFiles(list_images(self.predict_root), self.eval_transform()))

@@ -1,0 +1,64 @@
+"""Named transform presets, after torchvision's ``references/classification/presets.py``.
+
+Every data module builds its transforms here instead of spelling them out at each call site.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# "imagenet": RandomResizedCrop + flip (fine-tuning pretrained nets); "crop_flip": RandomCrop with
+# padding + flip (CIFAR); "flip": resize + flip; "none": the eval pipeline (also what the
+# frozen-backbone feature cache needs, since its features must not change between epochs).
+Augment = Literal["imagenet", "crop_flip", "flip", "none"]
+
+
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
+
+
+class ClassificationPresetEval(T.Compose):
+    """Resize the short side to ``resize_size``, center-crop ``crop_size``, normalise."""
+
+    def __init__(
+        self,
+        crop_size: int,
+        resize_size: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        resize_size = resize_size or round(crop_size / 0.875)
+        steps = [T.Resize(resize_size, antialias=True), T.CenterCrop(crop_size)]
+        super().__init__(steps + _to_normalized_tensor(mean, std))
+
+
+class ClassificationPresetTrain(T.Compose):
+    """The training pipeline for one of the ``Augment`` recipes."""
+
+    def __init__(
+        self,
+        crop_size: int,
+        resize_size: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        augment: Augment = "imagenet",
+        padding: int = 4,
+    ) -> None:
+        if augment == "none":
+            super().__init__(list(ClassificationPresetEval(crop_size, resize_size, mean, std).transforms))
+            return
+        if augment == "imagenet":
+            steps = [T.RandomResizedCrop(crop_size, antialias=True)]
+        elif augment == "crop_flip":
+            steps = [T.RandomCrop(crop_size, padding=padding, pad_if_needed=True)]
+        elif augment == "flip":
+            steps = [T.Resize(resize_size or crop_size, antialias=True), T.CenterCrop(crop_size)]
+        else:
+            raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
+        super().__init__(steps + [T.RandomHorizontalFlip()] + _to_normalized_tensor(mean, std))

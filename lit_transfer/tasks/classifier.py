@@ -1,0 +1,115 @@
+"""The shared classifier LightningModule every task builds on."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_transfer.errors import UserError
+from lit_transfer.schedules import build_scheduler
+
+# A net is configured without its class count; the model calls it with the data's num_classes.
+NetFactory = Callable[[int], nn.Module]
+
+
+def _accuracy_metrics(num_classes: int) -> MetricCollection:
+    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class ImageClassifier(LightningModule):
+    """Logits + cross-entropy with accuracy metrics; optimizer and scheduler come from the config.
+
+    ``num_classes`` and ``class_names`` are linked from the data module by the CLI and saved in
+    every checkpoint, so ``predict`` needs no data folder to name its classes.
+    """
+
+    def __init__(
+        self,
+        net: NetFactory,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes is None:
+            num_classes = len(class_names) if class_names else None
+        if not num_classes:
+            raise UserError("the number of classes is unknown: give --data.root (a data folder) or --ckpt_path")
+        if class_names is not None and len(class_names) != num_classes:
+            raise UserError(f"{len(class_names)} class names {class_names} for {num_classes} classes: make them agree")
+        self.save_hyperparameters()
+        # Outside the CLI, hparams would hold the factories themselves, which a safe
+        # (weights_only) checkpoint load cannot read back; keep only plain values there.
+        for key in [k for k, v in self.hparams.items() if callable(v)]:
+            del self.hparams[key]
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.net = net(num_classes)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        metrics = _accuracy_metrics(num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits, y)
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True, batch_size=len(y), sync_dist=not training)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Any]:
+        x, paths = batch
+        probabilities = self(x).softmax(dim=-1)
+        top_p, top_i = probabilities.max(dim=-1)
+        return {
+            "paths": list(paths),
+            "indices": top_i.cpu(),
+            "class_names": [self.class_names[i] for i in top_i.tolist()],
+            "probabilities": top_p.cpu(),
+            "all_probabilities": probabilities.cpu(),
+        }
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups; tasks with per-stage learning rates override this."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = build_scheduler(
+            self.lr_scheduler_factory, optimizer, self.trainer.estimated_stepping_batches, self.scheduler_interval
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
