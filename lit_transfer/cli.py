@@ -122,9 +122,9 @@ def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def main(args=None) -> None:
+def main(args=None) -> LitTransferCLI:
     try:
-        LitTransferCLI(args=args)
+        return LitTransferCLI(args=args)
     except UserError as err:
         sys.stderr.write(f"lit_transfer: error: {err}\n")
         sys.exit(2)
