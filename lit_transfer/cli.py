@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lit_transfer.callbacks import PredictionCSVWriter
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
+from lit_transfer.safe_load import safe_load
 from lit_transfer.tasks.classifier import ImageClassifier
 
 PROG = "python -m lit_transfer"
@@ -78,8 +80,8 @@ class LitTransferCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module knows its classes; the model gets them instead of the user typing them twice.
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.class_names", compute_fn=self._class_names, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._num_classes, apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -92,14 +94,49 @@ class LitTransferCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
 
+    def _class_names(self, data: ClassificationDataModule) -> list[str] | None:
+        """The class names the model is built with: the data's, else (predicting without a data
+        folder) the checkpoint's; both known and different is the user's mistake."""
+        saved = self.checkpoint_class_names
+        if data.class_names is not None and saved is not None and list(data.class_names) != list(saved):
+            raise UserError(
+                f"the checkpoint was trained on {len(saved)} classes {saved} but the data has "
+                f"{len(data.class_names)} classes {data.class_names}: use matching data, or start from "
+                "the checkpoint's weights with --model.init_from instead of --ckpt_path"
+            )
+        return data.class_names if data.class_names is not None else saved
+
+    def _num_classes(self, data: ClassificationDataModule) -> int | None:
+        names = self._class_names(data)
+        return None if names is None else len(names)
+
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
+        args = list(sys.argv[1:] if args is None else args)
+        self.checkpoint_class_names = None
+        super().parse_arguments(parser, self._with_checkpoint_defaults(args))
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
             found = find_last_checkpoint(self.config[subcommand].trainer.default_root_dir)
             if found is not None:
                 print(f"resuming from {found}")
                 self.config[subcommand].ckpt_path = str(found)
+                self.checkpoint_class_names = _saved_class_names(safe_load(found, "checkpoint", mmap=True))
+
+    def _with_checkpoint_defaults(self, args: list[str]) -> list[str]:
+        """Put the model and data settings saved in ``--ckpt_path`` first, as defaults that the
+        user's config and flags override, so ``predict --ckpt_path X --data.predict_root imgs``
+        needs no config: the net, class names and eval transforms come from the checkpoint."""
+        ckpt_path = _arg_value(args, "--ckpt_path")
+        if not args or ckpt_path is None or not Path(ckpt_path).is_file():
+            return args
+        ckpt = safe_load(ckpt_path, "checkpoint", mmap=True)
+        self.checkpoint_class_names = _saved_class_names(ckpt)
+        defaults = []
+        for key, flag in (("hyper_parameters", "--model"), ("datamodule_hyper_parameters", "--data")):
+            hparams = ckpt.get(key) or {}
+            if "_class_path" in hparams:
+                defaults += [flag, _spec(hparams)]
+        return [args[0], *defaults, *args[1:]]
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
@@ -114,6 +151,24 @@ class LitTransferCLI(LightningCLI):
             raise UserError(f"cannot read checkpoint {ckpt_path!r}: {str(err).splitlines()[0]}") from err
 
 
+def _saved_class_names(ckpt: dict) -> list[str] | None:
+    return (ckpt.get("hyper_parameters") or {}).get("class_names")
+
+
+def _arg_value(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _spec(hparams: dict) -> str:
+    init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    return json.dumps({"class_path": hparams["_class_path"], "init_args": init_args})
+
+
 def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
     """The newest ``last.ckpt`` of any earlier version folder (each run writes a new one, so
     Lightning's own ``ckpt_path="last"`` would look only in the new, empty folder)."""
@@ -122,11 +177,24 @@ def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def _user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind ``err``, if any (jsonargparse wraps errors raised while it links or
+    instantiates)."""
+    while err is not None:
+        if isinstance(err, UserError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args=None) -> LitTransferCLI:
     try:
         return LitTransferCLI(args=args)
-    except UserError as err:
-        sys.stderr.write(f"lit_transfer: error: {err}\n")
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        sys.stderr.write(f"lit_transfer: error: {user_error}\n")
         sys.exit(2)
 
 

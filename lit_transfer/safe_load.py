@@ -11,14 +11,15 @@ import torch
 from lit_transfer.errors import UserError
 
 
-def safe_load(path: str | Path, what: str = "file") -> Any:
+def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` onto the CPU, with a user error for a missing, truncated or
-    unsafe (pickled-code) file instead of a traceback."""
+    unsafe (pickled-code) file instead of a traceback. ``mmap`` reads only what is used, for a
+    quick look at a large checkpoint's hyperparameters."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist: check the path")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise UserError(
             f"{what} {str(path)!r} holds pickled Python objects, not only tensors, and was refused "

@@ -45,3 +45,20 @@ def build_scheduler(
     if isinstance(scheduler, ReduceLROnPlateau):
         config["monitor"] = "val/loss"
     return config
+
+
+def fit_to_run_length(config, factory: Callable, total_steps: int, global_step: int) -> None:
+    """Make a resumed per-step schedule end on this run's last batch.
+
+    A checkpoint restores the scheduler with the ``total_steps`` of the run that saved it; resumed
+    with a larger ``max_epochs``, OneCycleLR would raise "Tried to step N times" at the old end.
+    OneCycleLR fixes its phase boundaries at construction, so a new one is built for the new length
+    and moved to the current step (its learning rate is a closed-form function of the step).
+    """
+    scheduler = config.scheduler
+    if getattr(scheduler, "total_steps", None) in (None, total_steps) or config.interval != "step":
+        return
+    fresh = factory(scheduler.optimizer, total_steps=int(total_steps))
+    fresh.last_epoch = global_step - 1
+    fresh.step()
+    config.scheduler = fresh

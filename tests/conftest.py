@@ -56,6 +56,7 @@ def tiny_demo_args(tmp_path: Path, *extra: str) -> list[str]:
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", "1",
         *extra,
     ]
 

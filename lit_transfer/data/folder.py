@@ -54,7 +54,8 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     Layouts: ``root/train`` + ``root/val`` (+ optional ``root/test``), as in hymenoptera; or ``root``
     itself holding the class folders, split into train/val by a stratified, seeded ``val_fraction``.
-    Without a test folder, ``test`` uses the validation images.
+    Without a test folder, ``test`` uses the validation images; without a val folder (CIFAR-style
+    ``train/`` + ``test/``), validation uses the test images.
     """
 
     def __init__(
@@ -85,15 +86,18 @@ class ImageFolderDataModule(ClassificationDataModule):
     @cached_property
     def _folders(self) -> dict[str, Path] | None:
         """``train``/``val``/``test`` folders, or ``{"all": root}`` for a single folder of classes."""
+        if self.predict_root:  # predicting: the class names come from the checkpoint
+            return None
         if self.root is None:
-            if self.predict_root:
-                return None
             raise UserError("no data folder: set data.root (--data.root <folder>) in the config or on the command line")
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise UserError(f"data folder {str(root)!r} does not exist: check --data.root (now {self.root!r})")
         if (root / "train").is_dir():
             folders = {split: root / split for split in ("train", "val", "test") if (root / split).is_dir()}
+            if "val" not in folders and "test" in folders:
+                # CIFAR-style train/ + test/: validate on test/, as the CIFAR tutorial does.
+                folders["val"] = folders["test"]
             if "val" not in folders:
                 raise UserError(f"{str(root)!r} has train/ but no val/: add val/ or point root at the class folders")
             return folders

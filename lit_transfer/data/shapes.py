@@ -82,7 +82,8 @@ class ShapesDataModule(ImageFolderDataModule):
         seed: int = 0,
         predict_root: str | None = None,
     ) -> None:
-        generate_shapes(root, train_per_class, val_per_class, image_size, seed)
+        if not predict_root:  # predicting names its classes from the checkpoint, no data needed
+            generate_shapes(root, train_per_class, val_per_class, image_size, seed)
         super().__init__(
             root=root,
             batch_size=batch_size,

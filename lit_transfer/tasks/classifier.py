@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_transfer.errors import UserError
-from lit_transfer.schedules import build_scheduler
+from lit_transfer.schedules import build_scheduler, fit_to_run_length
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
 NetFactory = Callable[[int], nn.Module]
@@ -113,3 +113,8 @@ class ImageClassifier(LightningModule):
             self.lr_scheduler_factory, optimizer, self.trainer.estimated_stepping_batches, self.scheduler_interval
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_start(self) -> None:
+        if self.lr_scheduler_factory is not None:
+            for config in self.trainer.lr_scheduler_configs:
+                fit_to_run_length(config, self.lr_scheduler_factory, self.trainer.estimated_stepping_batches, self.trainer.global_step)

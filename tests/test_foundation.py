@@ -1,0 +1,140 @@
+"""The foundation: CLI subcommands, the demo, checkpoints, resume, predict and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, tiny_demo_args
+
+
+def _version_dirs(root: Path) -> list[Path]:
+    return sorted((root / "lightning_logs").glob("version_*"))
+
+
+def _scalars(log_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_fit_writes_checkpoints_tensorboard_and_class_names(tmp_path, run_cli):
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
+    (version,) = _version_dirs(tmp_path)
+    ckpts = {p.name for p in (version / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts
+    assert any(name.startswith("best-") for name in ckpts), ckpts
+    scalars = _scalars(version)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert tag in scalars, sorted(scalars)
+    assert len(scalars["val/acc"]) == 2
+    assert any(tag.startswith("lr-") for tag in scalars), sorted(scalars)
+    ckpt = torch.load(version / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["class_names"] == ["circle", "square", "triangle"]
+    assert ckpt["hyper_parameters"]["num_classes"] == 3
+    assert cli.model.class_names == ["circle", "square", "triangle"]
+
+
+def test_every_run_writes_a_new_version_folder(tmp_path, run_cli):
+    for _ in range(2):
+        run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"))
+    assert [p.name for p in _version_dirs(tmp_path)] == ["version_0", "version_1"]
+
+
+def test_resume_continues_and_validate_reproduces_val_acc(tmp_path, run_cli):
+    first = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
+    steps_per_epoch = first.trainer.num_training_batches
+    last = _version_dirs(tmp_path)[0] / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_per_epoch
+
+    resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", str(last)))
+    assert resumed.trainer.current_epoch == 3
+    assert resumed.trainer.global_step == 3 * steps_per_epoch  # continued, not started over
+
+    # `last` finds the newest last.ckpt of earlier runs even though each run has its own folder.
+    again = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last"))
+    assert again.trainer.global_step == 4 * steps_per_epoch
+
+    best = next((_version_dirs(tmp_path)[0] / "checkpoints").glob("best-*.ckpt"))
+    saved = torch.load(best, weights_only=True)
+    score = next(v for k, v in saved["callbacks"].items() if k.startswith("ModelCheckpoint"))["best_model_score"]
+    validated = run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(best)))
+    assert validated.trainer.callback_metrics["val/acc"].item() == pytest.approx(float(score), abs=1e-6)
+
+
+def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, capsys):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = _version_dirs(tmp_path)[0] / "checkpoints" / "last.ckpt"
+    images = sorted((tmp_path / "shapes" / "val" / "square").glob("*.png"))[:3]
+    folder = tmp_path / "to_predict"
+    folder.mkdir()
+    for img in images:
+        (folder / img.name).write_bytes(img.read_bytes())
+    # Prediction needs no config and no data folder: net, class names and eval transforms come
+    # from the checkpoint.
+    cli = run_cli(
+        "predict",
+        "--ckpt_path", str(ckpt),
+        "--data.predict_root", str(folder),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    )
+    out = capsys.readouterr().out
+    (csv_path,) = tmp_path.glob("predictions-*.csv")
+    assert str(csv_path) in out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [Path(r["path"]).name for r in rows] == [p.name for p in images]
+    assert {r["class_name"] for r in rows} <= {"circle", "square", "triangle"}
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    assert cli.model.class_names == ["circle", "square", "triangle"]
+    # A second call writes a second file, it does not overwrite the first.
+    run_cli("predict", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--data.predict_root", str(images[0])))
+    assert len(list(tmp_path.glob("predictions-*.csv"))) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--config", "configs/does_not_exist.yaml"], "does_not_exist.yaml"),
+        (["--data.class_path", "lit_transfer.data.NoSuchData"], "unknown class_path"),
+        (["--model.init_args.net.class_path", "lit_transfer.nets.NoSuchNet"], "unknown class_path"),
+        (["--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", "/no/such/folder"], "/no/such/folder"),
+        (["--ckpt_path", "/no/such.ckpt"], "/no/such.ckpt"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(tmp_path, run_cli, capsys, extra, expected):
+    with pytest.raises(SystemExit) as exc:
+        run_cli("fit", *tiny_demo_args(tmp_path), *extra)
+    assert exc.value.code == 2
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err_lines) == 1 and expected in err_lines[0], err_lines
+    assert "Traceback" not in err_lines[0]
+
+
+def test_help_print_config_and_console_script():
+    for args in (["--help"], ["fit", "--help"], ["fit", "--config", "configs/demo.yaml", "--print_config"]):
+        result = subprocess.run([sys.executable, "-m", "lit_transfer", *args], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert "class_path: lit_transfer.nets.SimpleCNN" in result.stdout
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("lit-transfer") == "lit_transfer.cli:main"
+
+
+def test_demo_config_reaches_90_percent(tmp_path, run_cli):
+    """The README demo exactly as configured (its own data size and epochs), in a scratch folder."""
+    cli = run_cli(
+        "fit",
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--data.root", str(tmp_path / "shapes"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    )
+    assert cli.trainer.callback_metrics["val/acc"].item() >= 0.90
