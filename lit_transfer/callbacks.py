@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
@@ -21,6 +22,25 @@ def new_file(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
+def _gather_rows(rows: list[tuple], batch_indices: Any, world_size: int) -> list[tuple]:
+    """Under DDP each process predicts its own share of the images (Lightning's DistributedSampler,
+    which repeats a few images to even the shares out): collect every process's rows, each image
+    once, in data order, so the one CSV file rank 0 writes is complete."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    if batch_indices and batch_indices[0] and isinstance(batch_indices[0][0], list):
+        batch_indices = batch_indices[0]  # one predict dataloader
+    indices = [i for batch in batch_indices or [] for i in batch]
+    keyed = list(zip(indices, rows)) if len(indices) == len(rows) else [(row[0], row) for row in rows]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, keyed)
+    merged: dict = {}
+    for part in gathered:
+        for key, row in part:
+            merged.setdefault(key, row)
+    return [merged[key] for key in sorted(merged)]
+
+
 class PredictionCSVWriter(BasePredictionWriter):
     """Writes ``path,class_name,probability`` for every predicted image to a new CSV file in
     ``default_root_dir`` and prints a table of the rows and the file's path."""
@@ -31,14 +51,16 @@ class PredictionCSVWriter(BasePredictionWriter):
         self.last_path: Path | None = None
 
     def write_on_epoch_end(self, trainer, pl_module, predictions: Any, batch_indices: Any) -> None:
-        if not trainer.is_global_zero:
-            return
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         rows = [
             (path, name, float(p))
             for batch in batches
             for path, name, p in zip(batch["paths"], batch["class_names"], batch["probabilities"])
         ]
+        if trainer.world_size > 1:
+            rows = _gather_rows(rows, batch_indices, trainer.world_size)
+        if not trainer.is_global_zero:
+            return
         folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         self.last_path = new_file(folder, "predictions", ".csv")

@@ -7,12 +7,19 @@ import re
 import sys
 from pathlib import Path
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lit_transfer.accelerators import prepare_trainer_kwargs  # also registers "npu" before any Trainer exists
 from lit_transfer.callbacks import PredictionCSVWriter
+from lit_transfer.checkpointing import AtomicCheckpointIO, RNGStateCheckpoint, find_last_checkpoint
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
+from lit_transfer.reports import ValidationReport
+from lit_transfer.memory_format import ChannelsLast
 from lit_transfer.safe_load import safe_load
 from lit_transfer.tasks.classifier import ImageClassifier
 
@@ -71,7 +78,7 @@ class LitTransferCLI(LightningCLI):
             subclass_mode_data=True,
             parser_class=Parser,
             auto_configure_optimizers=False,
-            trainer_defaults={"callbacks": [PredictionCSVWriter()]},
+            trainer_defaults={"callbacks": [PredictionCSVWriter(), RNGStateCheckpoint()]},
             parser_kwargs={"prog": PROG},
             args=args,
             run=run,
@@ -87,12 +94,37 @@ class LitTransferCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Lightning 2.6 writes `save_last` only when a top-k checkpoint is written too, i.e. only
+        # when val/acc improves; resuming needs the newest state, so last.ckpt has its own
+        # callback, written every epoch.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.every_n_epochs": 1,
+                "last_checkpoint.enable_version_counter": False,
+            }
+        )
+        # Off by default; `--step_checkpoint.every_n_train_steps N` also saves every N steps, so a
+        # long epoch is not lost whole (`--ckpt_path last` takes the newest checkpoint of any kind).
+        parser.add_lightning_class_args(ModelCheckpoint, "step_checkpoint")
+        parser.set_defaults(
+            {
+                "step_checkpoint.filename": "step{step:08d}",
+                "step_checkpoint.auto_insert_metric_name": False,
+                "step_checkpoint.every_n_train_steps": 0,
+                "step_checkpoint.every_n_epochs": 0,
+            }
+        )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(ValidationReport, "report")
+        parser.add_lightning_class_args(ChannelsLast, "channels_last")
+        parser.set_defaults({"channels_last.enabled": False})
 
     def _class_names(self, data: ClassificationDataModule) -> list[str] | None:
         """The class names the model is built with: the data's, else (predicting without a data
@@ -138,6 +170,25 @@ class LitTransferCLI(LightningCLI):
                 defaults += [flag, _spec(hparams)]
         return [args[0], *defaults, *args[1:]]
 
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except RuntimeError as err:
+            if "Error(s) in loading state_dict" not in str(err):
+                raise
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            raise UserError(
+                f"checkpoint {ckpt_path!r} does not fit the network {type(self.model.net).__name__} "
+                f"configured here ({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}): "
+                "use the config the checkpoint was trained with, or --model.init_from to take only its matching weights"
+            ) from err
+
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -149,6 +200,14 @@ class LitTransferCLI(LightningCLI):
             raise
         except Exception as err:  # torch's safe loader refusing a file, a truncated file, ...
             raise UserError(f"cannot read checkpoint {ckpt_path!r}: {str(err).splitlines()[0]}") from err
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        # Lightning's strategy/precision defaults are wrong for an accelerator it does not know (npu).
+        config = prepare_trainer_kwargs(config)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError) as err:  # bad accelerator/devices/strategy flags
+            raise UserError(f"trainer settings: {str(err).strip().splitlines()[0]}") from err
 
 
 def _saved_class_names(ckpt: dict) -> list[str] | None:
@@ -167,14 +226,6 @@ def _arg_value(args: list[str], name: str) -> str | None:
 def _spec(hparams: dict) -> str:
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_")}
     return json.dumps({"class_path": hparams["_class_path"], "init_args": init_args})
-
-
-def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
-    """The newest ``last.ckpt`` of any earlier version folder (each run writes a new one, so
-    Lightning's own ``ckpt_path="last"`` would look only in the new, empty folder)."""
-    logs = Path(default_root_dir or ".") / "lightning_logs"
-    candidates = sorted(logs.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates else None
 
 
 def _user_error(err: BaseException | None) -> UserError | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.images import ImageFiles, list_images
+from lit_transfer.data.sampling import EpochShuffleSampler
 
 
 class ClassificationDataModule(LightningDataModule):
@@ -48,10 +50,13 @@ class ClassificationDataModule(LightningDataModule):
         """The deterministic transform used for validation, test and predict."""
 
     def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+        # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded).
+        sampler = EpochShuffleSampler(len(dataset), torch.initial_seed()) if train else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
+            generator=sampler.loader_generator if sampler else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self._pin_memory(),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 
 from lit_transfer.data.base import ClassificationDataModule
+from lit_transfer.data.download import archive_for, download_and_unpack
 from lit_transfer.data.images import is_image_file, load_rgb
 from lit_transfer.data.presets import (
     IMAGENET_MEAN,
@@ -19,7 +22,10 @@ from lit_transfer.data.presets import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
 )
+from lit_transfer.data.scan import find_bad_images, list_image_files
 from lit_transfer.errors import UserError
+
+SKIPPED_IMAGES_FILE = "skipped_images.txt"
 
 
 def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -49,6 +55,20 @@ def class_folders(folder: Path) -> list[str]:
     return names
 
 
+class ClassFolders(ImageFolder):
+    """``ImageFolder`` whose classes are ``class_folders`` (torchvision's own would also count hidden
+    folders such as ``.ipynb_checkpoints``, shifting every label) and that leaves out ``skip``."""
+
+    def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
+        super().__init__(
+            str(root), transform=transform, loader=load_rgb, is_valid_file=lambda p: is_image_file(p) and p not in skip
+        )
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        names = class_folders(Path(directory))
+        return names, {name: i for i, name in enumerate(names)}
+
+
 class ImageFolderDataModule(ClassificationDataModule):
     """Class-per-folder images.
 
@@ -56,6 +76,12 @@ class ImageFolderDataModule(ClassificationDataModule):
     itself holding the class folders, split into train/val by a stratified, seeded ``val_fraction``.
     Without a test folder, ``test`` uses the validation images; without a val folder (CIFAR-style
     ``train/`` + ``test/``), validation uses the test images.
+
+    Every image is read as 3-channel RGB. Before training, every file is decoded once (``scan``);
+    unreadable ones are left out, counted in a warning and listed in ``skipped_images.txt`` in the
+    run's log folder. With ``download``, a missing ``root`` is downloaded (``archive_url`` with
+    ``archive_md5``, or the known archive of root's folder name, e.g. ``hymenoptera_data``) and
+    unpacked there.
     """
 
     def __init__(
@@ -72,9 +98,18 @@ class ImageFolderDataModule(ClassificationDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 42,
         predict_root: str | None = None,
+        scan: bool = True,
+        download: bool = False,
+        archive_url: str | None = None,
+        archive_md5: str | None = None,
     ) -> None:
         super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root)
         self.save_hyperparameters()
+        self.scan = scan
+        self.download = download
+        self.archive_url, self.archive_md5 = archive_url, archive_md5
+        self.skipped: list[tuple[str, str]] = []  # (path, reason) of the files the scan left out
+        self._scanned: dict[Path, frozenset[str]] = {}
         self.image_size = image_size
         self.resize_size = resize_size
         self.mean, self.std = tuple(mean), tuple(std)
@@ -91,6 +126,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         if self.root is None:
             raise UserError("no data folder: set data.root (--data.root <folder>) in the config or on the command line")
         root = Path(self.root).expanduser()
+        if not root.is_dir() and self.download:
+            download_and_unpack(archive_for(root, self.archive_url, self.archive_md5), root)
         if not root.is_dir():
             raise UserError(f"data folder {str(root)!r} does not exist: check --data.root (now {self.root!r})")
         if (root / "train").is_dir():
@@ -127,7 +164,41 @@ class ImageFolderDataModule(ClassificationDataModule):
         return ClassificationPresetEval(self.image_size, self.resize_size, self.mean, self.std)
 
     def _image_folder(self, folder: Path, transform) -> ImageFolder:
-        return ImageFolder(str(folder), transform=transform, loader=load_rgb, is_valid_file=is_image_file)
+        try:
+            return ClassFolders(folder, transform, skip=self._bad_files(folder))
+        except FileNotFoundError as err:  # a class folder whose every file is unreadable
+            raise UserError(
+                f"{str(err).splitlines()[0].strip().rstrip('.')} in {str(folder)!r}: every image there is unreadable (see the warning above)"
+            ) from err
+
+    # -- unreadable files ---------------------------------------------------------------------
+    def _bad_files(self, folder: Path) -> frozenset[str]:
+        """The unreadable files of ``folder``, found once per run (setup runs for fit and test)."""
+        if not self.scan:
+            return frozenset()
+        if folder not in self._scanned:
+            files = [f for name in self.class_names or [] for f in list_image_files(folder / name)]
+            bad = find_bad_images(files)
+            self._scanned[folder] = frozenset(path for path, _ in bad)
+            if bad:
+                self.skipped += bad
+                self._report_skipped(bad, folder)
+        return self._scanned[folder]
+
+    def _report_skipped(self, bad: list[tuple[str, str]], folder: Path) -> None:
+        listing = None
+        if self.trainer is not None:
+            # every rank asks: Trainer.log_dir is a collective call (a broadcast from rank 0)
+            listing = Path(self.trainer.log_dir or self.trainer.default_root_dir) / SKIPPED_IMAGES_FILE
+            if self.trainer.is_global_zero:
+                listing.parent.mkdir(parents=True, exist_ok=True)
+                with open(listing, "a") as f:  # appended: train, val and test are scanned one by one
+                    f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
+        shown = "; ".join(f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad[:10])
+        more = f"; ... {len(bad) - 10} more" if len(bad) > 10 else ""
+        where = f", all listed in {listing}" if listing else ""
+        files = "file" if len(bad) == 1 else "files"
+        rank_zero_warn(f"skipped {len(bad)} unreadable image {files} in {folder}{where}: {shown}{more}")
 
     # -- datasets -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -1,5 +1,6 @@
 """LightningModules: the shared classifier and one small module per task."""
 
 from lit_transfer.tasks.classifier import ImageClassifier
+from lit_transfer.tasks.finetune import FineTuneClassifier
 
-__all__ = ["ImageClassifier"]
+__all__ = ["FineTuneClassifier", "ImageClassifier"]

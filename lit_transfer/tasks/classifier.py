@@ -6,13 +6,27 @@ from typing import Any, Callable, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_transfer.errors import UserError
+from lit_transfer.safe_load import safe_load
+from lit_transfer.weights import LoadReport, load_state_dict_matching, unwrap_state_dict
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
+
+def init_from_checkpoint(net: nn.Module, path: str) -> LoadReport:
+    """Load a checkpoint's net into ``net`` except its head (transfer from your own run, even one
+    with another number of classes); the head keeps its fresh initialisation."""
+    state = unwrap_state_dict(safe_load(path, "checkpoint"), path)
+    head = getattr(net, "head_name", None)
+    body = {k: v for k, v in state.items() if not (head and k.removeprefix("net.").startswith(head + "."))}
+    report = load_state_dict_matching(net, body, f"checkpoint {path!r}")
+    rank_zero_info(report.summary() + f"\n  head {head} left new ({len(state) - len(body)} tensors not taken)")
+    return report
+
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
 NetFactory = Callable[[int], nn.Module]
@@ -41,6 +55,7 @@ class ImageClassifier(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] | None = None,
         label_smoothing: float = 0.0,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -65,11 +80,43 @@ class ImageClassifier(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.init_from = init_from
+        self._initial_weights_done = False
+
+    # -- initial weights ----------------------------------------------------------------------
+    def load_initial_weights(self) -> None:
+        """Weights the net starts from, loaded once when a run starts unless a checkpoint is
+        restored (its weights replace them anyway, so resuming or predicting from a checkpoint
+        never needs the files). Here: the backbone of an earlier run's checkpoint, ``init_from``,
+        with the head left new; subclasses add pretrained weights."""
+        if self.init_from:
+            init_from_checkpoint(self.net, self.init_from)
+
+    def _start_from_initial_weights(self) -> None:
+        if not self._initial_weights_done:
+            self._initial_weights_done = True
+            self.load_initial_weights()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._initial_weights_done = True
+
+    # The Trainer restores a checkpoint before these hooks (calling on_load_checkpoint if it does).
+    def on_fit_start(self) -> None:
+        self._start_from_initial_weights()
+
+    def on_validation_start(self) -> None:
+        self._start_from_initial_weights()
+
+    def on_test_start(self) -> None:
+        self._start_from_initial_weights()
+
+    def on_predict_start(self) -> None:
+        self._start_from_initial_weights()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
@@ -78,16 +125,17 @@ class ImageClassifier(LightningModule):
         training = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True, batch_size=len(y), sync_dist=not training)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+    # The logits go to callbacks (confusion matrix, prediction grid, per-class accuracy).
+    def validation_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        return {"logits": self._step(batch, "val")[1].detach()}
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        return {"logits": self._step(batch, "test")[1].detach()}
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Any]:
         x, paths = batch

@@ -1,0 +1,1 @@
+"""Benchmarks: each compares our code path with a plain baseline in one run and writes JSON."""

@@ -1,0 +1,175 @@
+"""CIFAR-10 and CIFAR-100 on torchvision's data sets, with the tutorial's transforms and batch sizes."""
+
+from __future__ import annotations
+
+import pickle
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Sequence
+from urllib.error import URLError
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import download_and_extract_archive
+
+from lit_transfer.data.base import ClassificationDataModule
+from lit_transfer.data.presets import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    Augment,
+    ClassificationPresetEval,
+    ClassificationPresetTrain,
+)
+from lit_transfer.errors import UserError
+
+_DATASETS: dict[str, tuple[type[CIFAR10], str]] = {
+    "cifar10": (CIFAR10, "CIFAR-10"),
+    "cifar100": (CIFAR100, "CIFAR-100"),
+}
+
+IMAGE_SIZE = 32
+
+
+class _Transformed(Dataset):
+    """``dataset[indices]`` with its own transform: the train and validation splits share one copy
+    of the training images but must not share the augmentation."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[self.indices[index]]
+        return self.transform(image), label
+
+
+class CIFARDataModule(ClassificationDataModule):
+    """CIFAR-10 or CIFAR-100 in torchvision's layout: ``root/cifar-10-batches-py/`` (or
+    ``root/cifar-100-python/``), downloaded there when ``download`` is true.
+
+    ``val_size`` training images (a split fixed by ``split_seed``) validate the model; with
+    ``val_size: 0`` the test set validates, as the tutorial does. ``test`` always uses the test set.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        dataset: Literal["cifar10", "cifar100"] = "cifar10",
+        download: bool = False,
+        val_size: int = 5000,
+        split_seed: int = 42,
+        batch_size: int = 128,
+        eval_batch_size: int | None = 100,
+        num_workers: int = 2,
+        mean: Sequence[float] = CIFAR_MEAN,
+        std: Sequence[float] = CIFAR_STD,
+        augment: Augment = "crop_flip",
+        predict_root: str | None = None,
+    ) -> None:
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root)
+        self.save_hyperparameters()
+        if dataset not in _DATASETS:
+            raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
+        if val_size < 0:
+            raise UserError(f"data.val_size is {val_size}: give 0 (validate on the test set) or a positive count")
+        self.dataset_class, self.dataset_title = _DATASETS[dataset]
+        self.download = download
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment
+
+    # -- files --------------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        return Path(self.root).expanduser() / self.dataset_class.base_folder
+
+    def _ensure_present(self) -> None:
+        """Download when allowed; otherwise a missing set is the user's to fix, said in one line."""
+        if (self.folder / self.dataset_class.meta["filename"]).is_file():
+            return
+        if not self.download:
+            raise UserError(
+                f"{self.dataset_title} not found under root {self.root!r} (no {self.folder}): "
+                f"set download: true (--data.download true) or point root at the folder that holds "
+                f"{self.dataset_class.base_folder}/"
+            )
+        cls = self.dataset_class
+        try:
+            download_and_extract_archive(cls.url, str(Path(self.root).expanduser()), filename=cls.filename, md5=cls.tgz_md5)
+        except (URLError, OSError, RuntimeError) as err:
+            raise UserError(
+                f"cannot download {self.dataset_title} from {cls.url} ({err}): check the connection, or "
+                f"extract {cls.filename} under {self.root!r} yourself"
+            ) from err
+
+    def prepare_data(self) -> None:
+        if not self.predict_root:
+            self._ensure_present()
+
+    @cached_property
+    def class_names(self) -> list[str] | None:
+        # Read from the small meta file only: the CLI asks for the names before any image is needed.
+        if self.predict_root:  # predicting: the class names come from the checkpoint
+            return None
+        self._ensure_present()
+        meta = self.dataset_class.meta
+        with open(self.folder / meta["filename"], "rb") as f:
+            return list(pickle.load(f, encoding="latin1")[meta["key"]])
+
+    # -- transforms ---------------------------------------------------------------------------
+    def train_transform(self):
+        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.mean, self.std, self.augment)
+
+    def eval_transform(self):
+        # Resize + center crop are no-ops on CIFAR's 32x32 images but let predict take any image.
+        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE, self.mean, self.std)
+
+    # -- datasets -----------------------------------------------------------------------------
+    def _load(self, train: bool, transform=None) -> CIFAR10:
+        try:
+            return self.dataset_class(str(Path(self.root).expanduser()), train=train, transform=transform)
+        except RuntimeError as err:  # torchvision's MD5 check failed: a partial download or other files
+            raise UserError(
+                f"{self.dataset_title} under {str(self.folder)!r} is incomplete or corrupted ({err}): "
+                "delete that folder and set download: true to fetch it again"
+            ) from err
+
+    @cached_property
+    def _train_images(self) -> CIFAR10:
+        return self._load(train=True)
+
+    def _split(self) -> tuple[list[int], list[int]]:
+        """``(train, val)`` indices into the training set; the same for a given ``split_seed``."""
+        n = len(self._train_images)
+        if self.val_size >= n:
+            raise UserError(f"data.val_size {self.val_size} leaves no training images (the training set has {n})")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        return sorted(order[self.val_size :]), sorted(order[: self.val_size])
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            return
+        if stage == "test" or self.val_size == 0:
+            self.test_set = self._load(train=False, transform=self.eval_transform())
+        if stage in ("fit", "validate"):
+            if self.val_size == 0:
+                self.val_set = self.test_set
+            else:
+                self.val_set = _Transformed(self._train_images, self._split()[1], self.eval_transform())
+        if stage == "fit":
+            self.train_set = _Transformed(self._train_images, self._split()[0], self.train_transform())
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set)

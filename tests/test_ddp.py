@@ -1,0 +1,155 @@
+"""Multi-process training on the CPU: Lightning's DDP strategy with two processes (gloo).
+
+A DDP run must start the same command again (Lightning's subprocess launcher re-runs ``sys.argv``),
+so these tests run ``python -m lit_transfer`` in a subprocess instead of in pytest's process.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_transfer.data.shapes import SHAPES, generate_shapes
+from tests.conftest import REPO
+
+DEMO_DATA = REPO / "data" / "shapes"  # the demo's own data set, generated once and shared
+DEMO = ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(DEMO_DATA)]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+DDP_CPU = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+
+
+def run_module(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    # One thread per process: two DDP processes share the CPU cores instead of fighting over them.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_transfer", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def logged_scalars(version_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(version_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def one_version(root: Path) -> Path:
+    versions = sorted((root / "lightning_logs").glob("version_*"))
+    assert len(versions) == 1, versions  # every process wrote into the one run folder of rank 0
+    return versions[0]
+
+
+def _generate(root: str, start, results) -> None:
+    start.wait()
+    results.put(str(generate_shapes(root, train_per_class=6, val_per_class=3, image_size=16, seed=0)))
+
+
+def test_shapes_generation_is_safe_when_processes_race(tmp_path):
+    """Two processes (like torchrun's) write the demo data at the same moment: one complete set, no debris."""
+    root = tmp_path / "shapes"
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_generate, args=(str(root), start, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert {results.get(timeout=5), results.get(timeout=5)} == {str(root)}
+    for split, count in (("train", 6), ("val", 3)):
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(SHAPES)
+        for shape in SHAPES:
+            assert len(list((root / split / shape).glob("*.png"))) == count
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no half-written temporary folder left
+
+
+def test_ddp_two_cpu_processes_fit(tmp_path, run_cli):
+    """``--trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu`` trains with two processes:
+    one run folder with one best checkpoint, and the logged validation metrics cover the whole
+    validation set (synchronised across the processes, not rank 0's half of it)."""
+    data = ["--data.root", str(tmp_path / "shapes"), "--data.train_per_class", "30", "--data.val_per_class", "10"]
+    run_module("fit", *DEMO, *data, *DDP_CPU, *QUIET, "--data.batch_size", "16", "--trainer.max_epochs", "2",
+               "--trainer.default_root_dir", str(tmp_path))
+    version = one_version(tmp_path)
+    assert len(list((version / "checkpoints").glob("best-*.ckpt"))) == 1
+    scalars = logged_scalars(version)
+    assert len(scalars["val/acc"]) == 2  # one synchronised value per epoch
+
+    # One process re-validates the last weights on the whole validation set: the numbers DDP logged.
+    last = version / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+    cli = run_cli("validate", *DEMO, *data, *QUIET, "--ckpt_path", str(last), "--trainer.default_root_dir", str(tmp_path / "check"))
+    metrics = cli.trainer.callback_metrics
+    assert float(metrics["val/acc"]) == pytest.approx(scalars["val/acc"][-1], abs=1e-6)
+    assert float(metrics["val/loss"]) == pytest.approx(scalars["val/loss"][-1], rel=1e-4)
+
+
+def _write_predictions(rank: int, store_path: str, folder: str) -> None:
+    import types
+
+    from lit_transfer.callbacks import PredictionCSVWriter
+
+    torch.distributed.init_process_group("gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2)
+    # DistributedSampler over 5 images: rank 0 gets 0, 2, 4; rank 1 gets 1, 3 and image 0 again as padding.
+    indices = [[0, 2], [4]] if rank == 0 else [[1, 3], [0]]
+    predictions = [
+        {"paths": [f"img{i}.png" for i in batch], "class_names": [f"class{i}" for i in batch], "probabilities": torch.tensor([0.5] * len(batch))}
+        for batch in indices
+    ]
+    trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder)
+    PredictionCSVWriter(print_rows=0).write_on_epoch_end(trainer, None, predictions, [indices])
+    torch.distributed.destroy_process_group()
+
+
+def test_prediction_csv_collects_every_process(tmp_path):
+    """Under DDP each process predicts its share of the images; the CSV (written once, by rank 0) has them
+    all, each once, in data order."""
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_write_predictions, args=(rank, str(tmp_path / "store"), str(tmp_path / "out"))) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    files = list((tmp_path / "out").glob("predictions*.csv"))
+    assert len(files) == 1
+    with open(files[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["path"] for row in rows] == [f"img{i}.png" for i in range(5)]
+    assert [row["class_name"] for row in rows] == [f"class{i}" for i in range(5)]
+
+
+@pytest.mark.slow
+def test_ddp_reaches_the_single_process_accuracy(tmp_path):
+    """The demo in one process and in two DDP processes (same 64 images per step) land in the same accuracy
+    band (>= 0.9 val/acc), and a DDP predict writes one complete CSV."""
+    accuracy = {}
+    for name, flags in (("single", ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]),
+                        ("ddp", [*DDP_CPU, "--data.batch_size", "32"])):
+        root = tmp_path / name
+        run_module("fit", *DEMO, *flags, *QUIET, "--trainer.default_root_dir", str(root))
+        accuracy[name] = logged_scalars(one_version(root))["val/acc"][-1]
+    assert accuracy["single"] >= 0.9 and accuracy["ddp"] >= 0.9, accuracy
+    assert abs(accuracy["single"] - accuracy["ddp"]) <= 0.05, accuracy
+
+    # A two-process predict writes one CSV with every image.
+    best = next((one_version(tmp_path / "ddp") / "checkpoints").glob("best-*.ckpt"))
+    predict_root, out = DEMO_DATA / "val" / "circle", tmp_path / "predict"
+    run_module("predict", *DEMO, *DDP_CPU, *QUIET, "--ckpt_path", str(best), "--data.predict_root", str(predict_root),
+               "--trainer.default_root_dir", str(out))
+    files = list(out.glob("predictions*.csv"))
+    assert len(files) == 1
+    with open(files[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["path"] for row in rows) == sorted(str(p) for p in predict_root.glob("*.png"))
+    assert sum(row["class_name"] == "circle" for row in rows) >= 0.9 * len(rows)

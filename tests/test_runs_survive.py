@@ -1,0 +1,217 @@
+"""Runs that survive: SIGKILL and exact resume, interrupted checkpoint writes, TensorBoard content,
+safe loading, clear checkpoint errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_transfer.checkpointing import find_last_checkpoint, is_complete
+from tests.conftest import REPO, tiny_demo_args
+
+EXACT = ("--trainer.max_epochs", "3", "--trainer.deterministic", "true")
+
+
+def _final_state(root: Path) -> dict[str, torch.Tensor]:
+    (last,) = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)[-1:]
+    return torch.load(last, weights_only=True)["state_dict"]
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stdout.read() if proc.stdout else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("run did not reach the pause point")
+        time.sleep(0.2)
+
+
+def test_sigkill_then_resume_last_equals_uninterrupted_run(tmp_path, run_cli):
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    marker = tmp_path / "paused"
+    pause = '{"class_path": "tests.helpers.PauseAtEpoch", "init_args": {"epoch": 1, "marker": "%s"}}' % marker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lit_transfer", "fit", *tiny_demo_args(killed, *EXACT), "--trainer.callbacks+", pause],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    _wait_for(marker, proc)  # epoch 0 is done and checkpointed; epoch 1 has not started
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(find_last_checkpoint(str(killed)), weights_only=True)["epoch"] == 0
+
+    resumed = run_cli("fit", *tiny_demo_args(killed, *EXACT, "--ckpt_path", "last"))
+    assert resumed.trainer.current_epoch == 3
+    run_cli("fit", *tiny_demo_args(straight, *EXACT))
+
+    a, b = _final_state(killed), _final_state(straight)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+KILL_MID_WRITE = textwrap.dedent(
+    """
+    import io, os, signal, sys
+    import torch
+    real_save, calls = torch.save, []
+
+    def save_then_die(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            return real_save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        data = buffer.getvalue()
+        f.write(data[: len(data) // 2])  # half a checkpoint reaches the disk, then the power goes
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save = save_then_die
+    from lit_transfer.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_checkpoint_write_killed_half_way_leaves_only_complete_checkpoints(tmp_path, run_cli):
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, "fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3")],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    folder = next(tmp_path.glob("lightning_logs/version_0/checkpoints"))
+    ckpts = list(folder.glob("*.ckpt"))
+    assert ckpts and all(is_complete(p) for p in ckpts)  # the half-written file never got a real name
+    for path in ckpts:
+        torch.load(path, weights_only=True)
+
+    # A truncated file that is newer than everything else (written by some other tool) is passed over.
+    truncated = folder / "last-v9.ckpt"
+    data = (folder / "last.ckpt").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    assert find_last_checkpoint(str(tmp_path)) == folder / "last.ckpt"
+
+    resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    assert resumed.trainer.current_epoch == 2
+
+
+def test_last_checkpoint_every_epoch_and_every_n_steps(tmp_path, run_cli):
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3"))
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    # Lightning 2.6's own save_last would have stopped at the last improvement of val/acc.
+    assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
+
+    cli = run_cli("fit", *tiny_demo_args(tmp_path / "steps", "--trainer.max_epochs", "1", "--step_checkpoint.every_n_train_steps", "2"))
+    names = [p.name for p in (tmp_path / "steps").glob("lightning_logs/version_0/checkpoints/step*.ckpt")]
+    assert names == [f"step{(cli.trainer.global_step // 2) * 2:08d}.ckpt"]  # the newest one is kept
+
+
+def test_tensorboard_has_scalars_hparams_confusion_matrix_and_prediction_grid(tmp_path, run_cli):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
+    acc = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(tags["scalars"])
+    assert any(t.startswith("lr-") for t in tags["scalars"])
+    assert {"val/confusion_matrix", "val/predictions"} <= set(tags["images"])
+    assert len(acc.Images("val/confusion_matrix")) == 2  # one per validation epoch
+    assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+
+    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    tested = run_cli("test", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt)))
+    for name in ("circle", "square", "triangle"):
+        assert f"test/acc_{name}" in tested.trainer.callback_metrics
+
+
+class _WritesMarker:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path, run_cli, capsys):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _WritesMarker(str(marker))}}, evil)
+    for sub in ("validate", "predict"):
+        with pytest.raises(SystemExit) as exc:
+            run_cli(sub, *tiny_demo_args(tmp_path, "--ckpt_path", str(evil)))
+        assert exc.value.code == 2
+        assert "refused" in capsys.readouterr().err
+    evil_pth = tmp_path / "evil.pth"
+    torch.save({"net.stem.0.weight": _WritesMarker(str(marker))}, evil_pth)
+    with pytest.raises(SystemExit) as exc:
+        run_cli("validate", *tiny_demo_args(tmp_path, "--model.init_args.init_from", str(evil_pth)))
+    assert exc.value.code == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # and the plain unsafe load would have run it
+        torch.load(evil, weights_only=True)
+
+
+def test_checkpoint_of_another_network_is_a_clear_error(tmp_path, run_cli, capsys):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):  # as if saved by another script
+        ckpt.pop(key)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(ckpt, foreign)
+    with pytest.raises(SystemExit) as exc:
+        run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(foreign), "--model.init_args.net.init_args.width", "8"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not fit the network SimpleCNN" in err and "init_from" in err
+
+
+def test_checkpoint_with_other_classes_names_both_sides(tmp_path, run_cli, capsys, class_folder):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    (class_folder / "hexagon").mkdir()
+    (class_folder / "hexagon" / "h.png").write_bytes((next(class_folder.glob("circle/*.png"))).read_bytes())
+    with pytest.raises(SystemExit) as exc:
+        run_cli(
+            "validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt)),
+            "--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", str(class_folder),
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "3 classes" in err and "4 classes" in err and "hexagon" in err
+
+
+def test_init_from_takes_the_backbone_of_a_run_with_other_classes(tmp_path, run_cli, class_folder):
+    from lit_transfer.data.shapes import SHAPES
+    from tests.conftest import write_image_folder
+
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))  # 3 classes
+    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    source = {k.removeprefix("net."): v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()}
+
+    two = write_image_folder(tmp_path / "two", per_class=6, classes=SHAPES[:2])
+    cli = run_cli(
+        "validate", *tiny_demo_args(tmp_path / "second", "--model.init_args.init_from", str(ckpt)),
+        "--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", str(two),
+        "--data.image_size", "32", "--data.resize_size", "32", "--data.val_fraction", "0.5",
+    )
+    net = cli.model.net
+    assert net.get_classifier().out_features == 2
+    for key, value in net.state_dict().items():
+        if key.startswith("head."):
+            assert value.shape != source[key].shape or not torch.equal(value, source[key])
+        else:
+            assert torch.equal(value, source[key]), key
