@@ -21,6 +21,8 @@ def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # not a torch file at all
+            raise UserError(f"{what} {str(path)!r} is not a torch file ({str(err).splitlines()[0]})") from err
         raise UserError(
             f"{what} {str(path)!r} holds pickled Python objects, not only tensors, and was refused "
             "(loading it could run code): re-save it as a plain state_dict"

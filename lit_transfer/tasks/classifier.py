@@ -51,7 +51,7 @@ class ImageClassifier(LightningModule):
         net: NetFactory,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] | None = None,
         label_smoothing: float = 0.0,
@@ -154,7 +154,9 @@ class ImageClassifier(LightningModule):
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        # No default factory in the signature: jsonargparse would carry its init_args (AdamW's
+        # weight_decay=0.01) over to whatever optimizer a config names instead.
+        optimizer = (self.optimizer_factory or torch.optim.AdamW)(self.parameter_groups())
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = build_scheduler(
