@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--cifar-folder", help="ImageFolder root (train/, val/) of real CIFAR-10 images")
-    parser.add_argument("--shapes-root", default=str(REPO / "data" / "shapes"), help="the generated shapes (written on first use)")
+    parser.add_argument("--shapes-root", default=str(REPO / "data" / "shapes"),
+                        help="the generated shapes (written on first use)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
 

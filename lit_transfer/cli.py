@@ -145,7 +145,8 @@ class LitTransferCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         args = list(sys.argv[1:] if args is None else args)
         self.checkpoint_class_names = None
-        super().parse_arguments(parser, self._with_checkpoint_defaults(args))
+        # As LightningCLI.parse_arguments, minus its warning about args given while sys.argv has some.
+        self.config = parser.parse_args(self._with_checkpoint_defaults(args))
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
             found = find_last_checkpoint(self.config[subcommand].trainer.default_root_dir)

@@ -222,7 +222,9 @@ def test_ddp_on_npus_uses_hccl(tmp_path, monkeypatch):
 
     # Lightning's own setup_distributed, with the process-group call recorded instead of made.
     calls = []
-    monkeypatch.setattr("lightning.pytorch.strategies.ddp._init_dist_connection", lambda env, backend, **kw: calls.append((backend, kw)))
+    monkeypatch.setattr(
+        "lightning.pytorch.strategies.ddp._init_dist_connection", lambda env, backend, **kw: calls.append((backend, kw))
+    )
     strategy.setup_distributed()
     assert calls and calls[0][0] == "hccl"
     assert strategy.process_group_backend == "hccl"
@@ -403,8 +405,9 @@ def test_channels_last_cli_option(run_cli, tmp_path, enabled):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_gpu_mixed_precision_fit(run_cli, tmp_path, precision):
-    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.accelerator", "gpu",
-                                         "--trainer.devices", "1", "--trainer.precision", precision, "--channels_last.enabled", "true"))
+    flags = ["--trainer.max_epochs", "1", "--trainer.accelerator", "gpu", "--trainer.devices", "1",
+             "--trainer.precision", precision, "--channels_last.enabled", "true"]
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, *flags))
     assert cli.trainer.strategy.root_device.type == "cuda"
     assert cli.trainer.precision_plugin.device == "cuda"
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])

@@ -88,7 +88,8 @@ def test_ddp_two_cpu_processes_fit(tmp_path, run_cli):
     # One process re-validates the last weights on the whole validation set: the numbers DDP logged.
     last = version / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
-    cli = run_cli("validate", *DEMO, *data, *QUIET, "--ckpt_path", str(last), "--trainer.default_root_dir", str(tmp_path / "check"))
+    cli = run_cli("validate", *DEMO, *data, *QUIET, "--ckpt_path", str(last),
+                  "--trainer.default_root_dir", str(tmp_path / "check"))
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/acc"]) == pytest.approx(scalars["val/acc"][-1], abs=1e-6)
     assert float(metrics["val/loss"]) == pytest.approx(scalars["val/loss"][-1], rel=1e-4)
@@ -103,7 +104,8 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
     # DistributedSampler over 5 images: rank 0 gets 0, 2, 4; rank 1 gets 1, 3 and image 0 again as padding.
     indices = [[0, 2], [4]] if rank == 0 else [[1, 3], [0]]
     predictions = [
-        {"paths": [f"img{i}.png" for i in batch], "class_names": [f"class{i}" for i in batch], "probabilities": torch.tensor([0.5] * len(batch))}
+        {"paths": [f"img{i}.png" for i in batch], "class_names": [f"class{i}" for i in batch],
+         "probabilities": torch.tensor([0.5] * len(batch))}
         for batch in indices
     ]
     trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder)
@@ -115,7 +117,8 @@ def test_prediction_csv_collects_every_process(tmp_path):
     """Under DDP each process predicts its share of the images; the CSV (written once, by rank 0) has them
     all, each once, in data order."""
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_write_predictions, args=(rank, str(tmp_path / "store"), str(tmp_path / "out"))) for rank in range(2)]
+    args = (str(tmp_path / "store"), str(tmp_path / "out"))
+    workers = [context.Process(target=_write_predictions, args=(rank, *args)) for rank in range(2)]
     for worker in workers:
         worker.start()
     for worker in workers:

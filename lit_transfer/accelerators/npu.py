@@ -34,7 +34,9 @@ def import_torch_npu(required: bool = True) -> ModuleType | None:
         if not required:
             return None
         if isinstance(err, ModuleNotFoundError) and err.name == "torch_npu":
-            raise UserError(f"--trainer.accelerator npu needs the torch_npu package, which is not installed: {INSTALL_HINT}") from err
+            raise UserError(
+                f"--trainer.accelerator npu needs the torch_npu package, which is not installed: {INSTALL_HINT}"
+            ) from err
         first_line = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"--trainer.accelerator npu: torch_npu failed to load ({first_line}): {INSTALL_HINT}") from err
     return torch_npu
