@@ -3,20 +3,28 @@
 Built on Lightning's ``BaseFinetuning`` (as in Lightning's ``computer_vision_fine_tuning.py``):
 freezing happens in the callback's ``setup``, before the optimizer is built, so the model's
 optimizer only receives trainable parameters; parameter groups a schedule adds later are stored in
-the checkpoint by ``BaseFinetuning`` and restored on resume.
+the checkpoint by ``BaseFinetuning`` and restored on resume (``GradualUnfreezing`` adds what that
+leaves out: the restored modules' ``requires_grad`` and the LR schedulers' per-group state).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal, Mapping, Sequence
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from lit_transfer.errors import UserError
 from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.param_groups import GroupSpec, optimizer_groups
+from lit_transfer.schedules import build_scheduler
 
 # full: every parameter trains; feature_extractor: only the net's head trains.
 FinetuneMode = Literal["full", "feature_extractor"]
@@ -60,10 +68,123 @@ class FeatureExtractor(BaseFinetuning):
         keep_frozen_batchnorm_in_eval(pl_module)
 
 
-def finetuning_callbacks(mode: FinetuneMode) -> list[BaseFinetuning]:
-    """The callbacks that implement a fine-tuning mode (none for ``full``)."""
+class GradualUnfreezing(FeatureExtractor):
+    """Train only the head at first, then unfreeze more of the net at given epochs.
+
+    ``schedule`` maps an epoch to the (full) names of the modules unfrozen when it starts, e.g.
+    ``{2: ["model.layer4"], 4: ["model.layer3"]}``. Their parameters join the optimizer as new
+    groups, split by the model's learning-rate groups (``groups``, see ``lit_transfer.param_groups``):
+    each with its group's name and options, or the optimizer's own options (group ``default``). A
+    name already in the optimizer gets the epoch appended (``early-epoch6``), as Lightning's
+    learning-rate monitor needs unique names. Each LR scheduler of the optimizer takes the new
+    groups as if they had been there from the start (``add_group_to_schedulers``).
+
+    Resuming: ``BaseFinetuning`` saves the added groups in the checkpoint and re-creates them before
+    the optimizer state is loaded, but the modules behind them stay frozen (``freeze_before_training``
+    froze them again); this callback also saves which modules it unfroze and makes them trainable.
+    """
+
+    def __init__(self, schedule: Mapping[int, Sequence[str]], groups: Sequence[GroupSpec] = ()) -> None:
+        super().__init__()
+        self.schedule = {int(epoch): list(modules) for epoch, modules in sorted(schedule.items())}
+        self.groups = list(groups)
+        self.unfrozen: list[str] = []  # saved in checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "unfrozen": list(self.unfrozen)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.unfrozen = list(state_dict.get("unfrozen", []))
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        restarting = self._restarting
+        super().on_fit_start(trainer, pl_module)  # re-creates the groups added before the checkpoint
+        if restarting:
+            net = net_of(pl_module)
+            self.make_trainable([net.get_submodule(name) for name in self.unfrozen])
+        else:
+            self.unfrozen = []
+
+    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if epoch in self.schedule:
+            self.unfreeze(pl_module, self.schedule[epoch], optimizer, epoch)
+
+    def unfreeze(self, pl_module: LightningModule, modules: Sequence[str], optimizer: Optimizer, epoch: int) -> None:
+        """Make ``modules`` trainable and add their newly trainable parameters to ``optimizer``.
+
+        Written out rather than ``BaseFinetuning.unfreeze_and_add_param_group``: that one sets only
+        ``lr``, and its ``filter_on_optimizer`` compares parameter *values* (``torch.equal``), so a
+        freshly initialised BatchNorm weight (all ones) counts as already in the optimizer when
+        another BatchNorm of that width is, and is silently left out. Parameters already trainable
+        (the head; a module unfrozen before a mid-epoch resume) are left where they are.
+        """
+        net = net_of(pl_module)
+        frozen = {id(p) for p in net.parameters() if not p.requires_grad}
+        self.make_trainable([net.get_submodule(name) for name in modules])
+        thawed = [(name, p) for name, p in net.named_parameters() if id(p) in frozen and p.requires_grad]
+        names = {group.get("name") for group in optimizer.param_groups}
+        added = []
+        for group in optimizer_groups(thawed, self.groups):
+            if group["name"] in names:
+                group["name"] = f"{group['name']}-epoch{epoch}"
+            names.add(group["name"])
+            optimizer.add_param_group(group)
+            group = optimizer.param_groups[-1]
+            add_group_to_schedulers(pl_module, optimizer, group)
+            added.append(f"{group['name']} ({len(group['params'])} tensors, lr {group['lr']:.3g})")
+        self.unfrozen += [name for name in modules if name not in self.unfrozen]
+        rank_zero_info(f"epoch {epoch}: unfroze {', '.join(modules)}; new optimizer groups: {', '.join(added) or 'none'}")
+
+
+# Per-group state torch's schedulers keep in lists of their own (one entry per param group), besides
+# the keys they put into the groups themselves (initial_lr; OneCycleLR's max_lr/min_lr).
+_PER_GROUP_LISTS = ("base_lrs", "_last_lr", "max_lrs", "min_lrs", "lr_lambdas")
+
+
+def add_group_to_schedulers(pl_module: LightningModule, optimizer: Optimizer, group: dict[str, Any]) -> None:
+    """Give ``group``, just added to ``optimizer``, its place in the optimizer's LR schedulers.
+
+    A torch scheduler sets up its per-group state when it is built, so a group added later is
+    ignored (StepLR, CosineAnnealingLR keep its lr fixed) or breaks it (OneCycleLR: KeyError
+    'initial_lr'). Here the model's scheduler is built a second time for the new group alone,
+    stepped as often as the real one was, and its per-group state copied over: the group gets the
+    learning rate (and, for OneCycleLR, momentum) it would have had had it been in the optimizer
+    from the start, scaled from its own lr, and follows the schedule from then on. The extended
+    scheduler is saved and restored with the checkpoint as usual.
+    """
+    trainer = pl_module.trainer
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        if scheduler.optimizer is not optimizer:
+            continue
+        if hasattr(scheduler, "_schedulers"):  # SequentialLR, ChainedScheduler
+            raise UserError(f"{type(scheduler).__name__} cannot take the parameter groups unfreezing adds: use a single scheduler")
+        factory = getattr(pl_module, "lr_scheduler_factory", None)
+        if factory is None:
+            raise TypeError(f"{type(pl_module).__name__} has no lr_scheduler_factory to rebuild its scheduler with")
+        options = {key: value for key, value in group.items() if key != "params"}
+        alone = Optimizer([{**options, "params": [torch.zeros(1, requires_grad=True)]}], dict(optimizer.defaults))
+        twin = build_scheduler(factory, alone, trainer.estimated_stepping_batches, config.interval)["scheduler"]
+        if not isinstance(scheduler, ReduceLROnPlateau):  # that one steps on a metric, not a count
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+                for _ in range(scheduler.last_epoch - twin.last_epoch):
+                    twin.step()
+        group.update({key: value for key, value in alone.param_groups[0].items() if key != "params"})
+        for attribute in _PER_GROUP_LISTS:
+            values = getattr(scheduler, attribute, None)
+            if isinstance(values, list) and len(values) == len(optimizer.param_groups) - 1:
+                values.append(getattr(twin, attribute)[0])
+
+
+def finetuning_callbacks(
+    mode: FinetuneMode, unfreeze: Mapping[int, Sequence[str]] | None = None, groups: Sequence[GroupSpec] = ()
+) -> list[BaseFinetuning]:
+    """The callbacks that implement a fine-tuning mode (none for ``full``); ``unfreeze`` (epoch ->
+    full module names) turns ``feature_extractor`` into gradual unfreezing."""
     if mode == "full":
         return []
     if mode == "feature_extractor":
-        return [FeatureExtractor()]
+        return [GradualUnfreezing(unfreeze, groups) if unfreeze else FeatureExtractor()]
     raise ValueError(f"unknown fine-tuning mode {mode!r}; expected full or feature_extractor")

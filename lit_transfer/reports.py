@@ -83,7 +83,8 @@ class ValidationReport(Callback):
             if isinstance(logger, TensorBoardLogger):
                 writer, step = logger.experiment, trainer.global_step
                 writer.add_image("val/confusion_matrix", confusion_matrix_image(matrix, pl_module.class_names), step)
-                writer.add_image("val/predictions", prediction_grid(*self.samples, pl_module.class_names), step)
+                if self.samples[0].dim() == 4:  # images, not the cached features of feature_cache
+                    writer.add_image("val/predictions", prediction_grid(*self.samples, pl_module.class_names), step)
 
     # -- test ---------------------------------------------------------------------------------
     def on_test_epoch_start(self, trainer, pl_module) -> None:

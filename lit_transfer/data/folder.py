@@ -1,16 +1,18 @@
-"""An ImageFolder data module for any class-per-folder data set."""
+"""An ImageFolder data module for any class-per-folder data set, and for Kaggle's flat
+``cat.123.jpg`` layout."""
 
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
-from torchvision.datasets import ImageFolder
+from torchvision.datasets import DatasetFolder, ImageFolder
 
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.data.download import archive_for, download_and_unpack
@@ -26,6 +28,13 @@ from lit_transfer.data.scan import find_bad_images, list_image_files
 from lit_transfer.errors import UserError
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
+
+# train_val: root/train + root/val (+ root/test); class_folders: root/<class>/<images>;
+# file_prefix: root/<class>.<anything>.<ext> (Kaggle dogs vs cats: cat.0.jpg, dog.17.jpg).
+Layout = Literal["auto", "train_val", "class_folders", "file_prefix"]
+
+# <class>.<anything>.<extension>: the label is everything before the first dot.
+_PREFIX_NAMED = re.compile(r"^(?P<label>[^.]+)\..+\.[^.]+$")
 
 
 def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -55,6 +64,66 @@ def class_folders(folder: Path) -> list[str]:
     return names
 
 
+def detect_layout(root: Path) -> Layout:
+    """The layout of ``root``: ``train/`` inside, else image files inside (``file_prefix``), else folders."""
+    if (root / "train").is_dir():
+        return "train_val"
+    entries = list(root.iterdir())
+    has_folders = any(e.is_dir() and not e.name.startswith(".") for e in entries)
+    has_images = any(e.is_file() and is_image_file(e) for e in entries)
+    if has_images and has_folders:
+        raise UserError(
+            f"{str(root)!r} holds both folders and image files: set --data.layout class_folders (the folders are "
+            "the classes) or --data.layout file_prefix (the files are named <class>.<n>.jpg)"
+        )
+    return "file_prefix" if has_images else "class_folders"
+
+
+def prefix_named_files(folder: Path) -> list[str]:
+    """The image files directly in ``folder``, all named ``<class>.<anything>.<ext>`` (sorted paths, made
+    as ``list_image_files`` makes them); a file named otherwise has no label, which is a user error."""
+    names = sorted(name for name in os.listdir(folder) if is_image_file(name) and os.path.isfile(os.path.join(folder, name)))
+    if not names:
+        raise UserError(f"{str(folder)!r} holds no image files: expected files named <class>.<n>.jpg, or class folders")
+    unlabelled = [name for name in names if not _PREFIX_NAMED.match(name)]
+    if unlabelled:
+        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
+        raise UserError(
+            f"{len(unlabelled)} of {len(names)} image files in {str(folder)!r} are not named <class>.<n>.<ext> ({shown}), "
+            "so their class is unknown: rename or move them (unlabelled images are for predict: --data.predict_root)"
+        )
+    return [os.path.join(str(folder), name) for name in names]
+
+
+def prefix_label(path: str) -> str:
+    match = _PREFIX_NAMED.match(os.path.basename(path))
+    assert match is not None, path
+    return match["label"]
+
+
+class PrefixNamedFiles(DatasetFolder):
+    """One folder of images labelled by their file names' prefix, ``cat.0.jpg`` -> ``cat`` (Kaggle's
+    dogs vs cats); torchvision's ``DatasetFolder`` with the classes and samples taken from the names."""
+
+    def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
+        super().__init__(str(root), loader=load_rgb, transform=transform, is_valid_file=lambda p: p not in skip)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        names = sorted({prefix_label(path) for path in prefix_named_files(Path(directory))})
+        return names, {name: i for i, name in enumerate(names)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        samples = [
+            (path, class_to_idx[prefix_label(path)])
+            for path in prefix_named_files(Path(directory))
+            if is_valid_file is None or is_valid_file(path)
+        ]
+        if not samples:
+            raise FileNotFoundError("Found no valid file")
+        return samples
+
+
 class ClassFolders(ImageFolder):
     """``ImageFolder`` whose classes are ``class_folders`` (torchvision's own would also count hidden
     folders such as ``.ipynb_checkpoints``, shifting every label) and that leaves out ``skip``."""
@@ -70,10 +139,13 @@ class ClassFolders(ImageFolder):
 
 
 class ImageFolderDataModule(ClassificationDataModule):
-    """Class-per-folder images.
+    """Class-per-folder images, or one folder of images named by class.
 
-    Layouts: ``root/train`` + ``root/val`` (+ optional ``root/test``), as in hymenoptera; or ``root``
-    itself holding the class folders, split into train/val by a stratified, seeded ``val_fraction``.
+    Layouts (``layout``; ``auto`` recognises them): ``train_val``: ``root/train`` + ``root/val`` (+
+    optional ``root/test``) of class folders, as in hymenoptera; ``class_folders``: ``root`` itself
+    holding the class folders; ``file_prefix``: ``root`` holding the images, each named
+    ``<class>.<anything>.<ext>`` (Kaggle's dogs vs cats ``train/``: ``cat.0.jpg``, ``dog.17.jpg``).
+    The last two are split into train/val by a stratified, seeded ``val_fraction``.
     Without a test folder, ``test`` uses the validation images; without a val folder (CIFAR-style
     ``train/`` + ``test/``), validation uses the test images.
 
@@ -102,6 +174,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         download: bool = False,
         archive_url: str | None = None,
         archive_md5: str | None = None,
+        layout: Layout = "auto",
     ) -> None:
         super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root)
         self.save_hyperparameters()
@@ -116,11 +189,19 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.augment = augment
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.layout = layout
+        self._layout: Layout | None = None  # what root turned out to be, set with _folders
 
     # -- layout -------------------------------------------------------------------------------
+    @property
+    def found_layout(self) -> Layout | None:
+        """The layout of ``root`` (``layout``, or what ``auto`` found); None when predicting."""
+        return None if self._folders is None else self._layout
+
     @cached_property
     def _folders(self) -> dict[str, Path] | None:
-        """``train``/``val``/``test`` folders, or ``{"all": root}`` for a single folder of classes."""
+        """``train``/``val``/``test`` folders, or ``{"all": root}`` for a single folder of classes or
+        of prefix-named files."""
         if self.predict_root:  # predicting: the class names come from the checkpoint
             return None
         if self.root is None:
@@ -130,13 +211,19 @@ class ImageFolderDataModule(ClassificationDataModule):
             download_and_unpack(archive_for(root, self.archive_url, self.archive_md5), root)
         if not root.is_dir():
             raise UserError(f"data folder {str(root)!r} does not exist: check --data.root (now {self.root!r})")
-        if (root / "train").is_dir():
+        self._layout = detect_layout(root) if self.layout == "auto" else self.layout
+        if self._layout == "train_val":
+            if not (root / "train").is_dir():
+                raise UserError(f"{str(root)!r} has no train/ folder: set --data.layout auto, or point root at the folder holding train/")
             folders = {split: root / split for split in ("train", "val", "test") if (root / split).is_dir()}
             if "val" not in folders and "test" in folders:
                 # CIFAR-style train/ + test/: validate on test/, as the CIFAR tutorial does.
                 folders["val"] = folders["test"]
             if "val" not in folders:
-                raise UserError(f"{str(root)!r} has train/ but no val/: add val/ or point root at the class folders")
+                raise UserError(
+                    f"{str(root)!r} has train/ but no val/: add val/, or point root at the class folders or the "
+                    "folder of <class>.<n>.jpg files (split by val_fraction)"
+                )
             return folders
         return {"all": root}
 
@@ -146,9 +233,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         if folders is None:
             return None
         first, *others = folders.items()
-        names = class_folders(first[1])
+        names = self._classes_in(first[1])
         for split, folder in others:
-            other = class_folders(folder)
+            other = self._classes_in(folder)
             if other != names:
                 raise UserError(
                     f"class folders differ between {first[0]}/ {names} and {split}/ {other}: "
@@ -163,9 +250,20 @@ class ImageFolderDataModule(ClassificationDataModule):
     def eval_transform(self):
         return ClassificationPresetEval(self.image_size, self.resize_size, self.mean, self.std)
 
-    def _image_folder(self, folder: Path, transform) -> ImageFolder:
+    def _classes_in(self, folder: Path) -> list[str]:
+        if self._layout == "file_prefix":
+            return sorted({prefix_label(path) for path in prefix_named_files(folder)})
+        return class_folders(folder)
+
+    def _image_files(self, folder: Path) -> list[str]:
+        if self._layout == "file_prefix":
+            return prefix_named_files(folder)
+        return [f for name in self.class_names or [] for f in list_image_files(folder / name)]
+
+    def _image_folder(self, folder: Path, transform) -> DatasetFolder:
+        dataset_class = PrefixNamedFiles if self._layout == "file_prefix" else ClassFolders
         try:
-            return ClassFolders(folder, transform, skip=self._bad_files(folder))
+            return dataset_class(folder, transform, skip=self._bad_files(folder))
         except FileNotFoundError as err:  # a class folder whose every file is unreadable
             raise UserError(
                 f"{str(err).splitlines()[0].strip().rstrip('.')} in {str(folder)!r}: every image there is unreadable (see the warning above)"
@@ -177,8 +275,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         if not self.scan:
             return frozenset()
         if folder not in self._scanned:
-            files = [f for name in self.class_names or [] for f in list_image_files(folder / name)]
-            bad = find_bad_images(files)
+            bad = find_bad_images(self._image_files(folder))
             self._scanned[folder] = frozenset(path for path, _ in bad)
             if bad:
                 self.skipped += bad

@@ -1,7 +1,12 @@
 """Named transform presets, after torchvision's ``references/classification/presets.py``.
 
 Every data module builds its transforms here instead of spelling them out at each call site.
+The presets take PIL images and ``uint8`` tensors alike; the data modules give them tensors
+(``lit_transfer.data.images.load_image``): torch's uint8 resize is faster than PIL's. Each preset
+says in ``decode_size`` how small a JPEG may be decoded (DCT scaling) without losing detail it uses.
 """
+
+import math
 
 from __future__ import annotations
 
@@ -23,6 +28,12 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 Augment = Literal["imagenet", "crop_flip", "flip", "none"]
 
 
+# RandomResizedCrop's defaults: the smallest crop keeps 8 % of the area at an aspect ratio down to 3/4,
+# so its short side is at least sqrt(0.08 * 3/4) = 0.245 of the image's short side.
+RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+_RRC_MIN_SIDE = math.sqrt(RRC_SCALE[0] * RRC_RATIO[0])
+
+
 def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
 
@@ -40,6 +51,8 @@ class ClassificationPresetEval(T.Compose):
         resize_size = resize_size or round(crop_size / 0.875)
         steps = [T.Resize(resize_size, antialias=True), T.CenterCrop(crop_size)]
         super().__init__(steps + _to_normalized_tensor(mean, std))
+        # Resize makes the short side resize_size: any decode at least that large gives the same output.
+        self.decode_size = resize_size
 
 
 class ClassificationPresetTrain(T.Compose):
@@ -55,14 +68,22 @@ class ClassificationPresetTrain(T.Compose):
         padding: int = 4,
     ) -> None:
         if augment == "none":
-            super().__init__(list(ClassificationPresetEval(crop_size, resize_size, mean, std).transforms))
+            preset = ClassificationPresetEval(crop_size, resize_size, mean, std)
+            super().__init__(list(preset.transforms))
+            self.decode_size = preset.decode_size
             return
         if augment == "imagenet":
-            steps = [T.RandomResizedCrop(crop_size, antialias=True)]
+            steps = [T.RandomResizedCrop(crop_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)]
+            # Decoded with a short side of at least this, even the smallest crop is >= crop_size
+            # pixels wide and high, so every crop is still scaled down, as from the full image.
+            decode_size = math.ceil(crop_size / _RRC_MIN_SIDE)
         elif augment == "crop_flip":
             steps = [T.RandomCrop(crop_size, padding=padding, pad_if_needed=True)]
+            decode_size = 0  # crops pixels 1:1: needs the full image
         elif augment == "flip":
             steps = [T.Resize(resize_size or crop_size, antialias=True), T.CenterCrop(crop_size)]
+            decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
         super().__init__(steps + [T.RandomHorizontalFlip()] + _to_normalized_tensor(mean, std))
+        self.decode_size = decode_size

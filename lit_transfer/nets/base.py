@@ -6,14 +6,16 @@ ResNet50 and any other net go through one code path.
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 class ClassifierNet(nn.Module):
     """An ``nn.Module`` that knows where its classifier is and how its stages are ordered.
 
     Subclasses set ``head_name`` (the dotted name of the classification layer) and may override
-    ``stages()``.
+    ``stages()``. The head is the last operation of ``forward``, so the net splits into
+    ``forward_features`` (everything before the head) and ``forward_head``; a net where something
+    follows the head overrides both.
     """
 
     head_name: str = "head"
@@ -42,3 +44,22 @@ class ClassifierNet(nn.Module):
         if not owners:
             raise KeyError(f"parameter {parameter_name!r} belongs to no stage of {type(self).__name__}")
         return max(owners, key=len)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """What the head receives for ``x`` (timm's name): pooled features for a ResNet, the 1000-way
+        output for a torchvision net with an appended head.
+
+        A forward pre-hook on the head records its input, so every net gets this from its own
+        ``forward`` without a second copy of it (the head also runs; it is one small layer).
+        """
+        captured: list[Tensor] = []
+        handle = self.get_classifier().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            self(x)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """The logits for ``forward_features``' output: ``forward_head(forward_features(x)) == forward(x)``."""
+        return self.get_classifier()(features)

@@ -1,10 +1,17 @@
-"""Fine-tuning a pretrained net: the shared classifier plus pretrained ``weights`` and a ``finetune`` mode."""
+"""Fine-tuning a pretrained net: the shared classifier plus pretrained ``weights``, a ``finetune`` mode,
+per-module learning-rate groups, gradual unfreezing and a feature cache for a frozen backbone."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from lit_transfer.errors import UserError
+from lit_transfer.feature_cache import FeatureCache
 from lit_transfer.finetuning import FinetuneMode, finetuning_callbacks
+from lit_transfer.param_groups import check_options, describe, optimizer_groups, parse_param_groups, resolve_module
 from lit_transfer.tasks.classifier import ImageClassifier, NetFactory
 from lit_transfer.weights import LoadReport, is_weights_path, load_pretrained, torchvision_weights
 
@@ -18,6 +25,14 @@ class FineTuneClassifier(ImageClassifier):
             see ``lit_transfer.weights``.
         finetune: ``full`` trains every parameter; ``feature_extractor`` trains only the net's head
             and keeps the rest, BatchNorm statistics included, as loaded.
+        param_groups: learning-rate groups, each naming modules of the net with its own optimizer
+            options, e.g. ``[{name: layer4, modules: [layer4], lr: 1.0e-4}, ...]``; trainable
+            parameters no group names form the group ``default`` (see ``lit_transfer.param_groups``).
+        unfreeze: with ``finetune: feature_extractor``, the modules to unfreeze when an epoch starts,
+            e.g. ``{2: [layer4], 4: [layer3]}``; each joins the optimizer with its group's options.
+        feature_cache: with ``finetune: feature_extractor`` (no ``unfreeze``) and training images that
+            are not randomly augmented (``data.augment: none``), compute the backbone's features of the
+            training and validation images once and train the head on them (``lit_transfer.feature_cache``).
 
     The weights are loaded when fitting, validating, testing or predicting starts, unless a
     checkpoint is restored (``ImageClassifier.load_initial_weights``): its weights replace them
@@ -29,6 +44,9 @@ class FineTuneClassifier(ImageClassifier):
         net: NetFactory,
         weights: str | None = None,
         finetune: FinetuneMode = "full",
+        param_groups: list[dict[str, Any]] | None = None,
+        unfreeze: dict[int, list[str]] | None = None,
+        feature_cache: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, **kwargs)
@@ -37,6 +55,13 @@ class FineTuneClassifier(ImageClassifier):
         self.weights = weights
         self.finetune = finetune
         self.weights_report: LoadReport | None = None
+        self.param_group_specs = parse_param_groups(param_groups, self.net)
+        if unfreeze and finetune != "feature_extractor":
+            raise UserError("unfreeze needs finetune: feature_extractor (the net starts frozen but for its head)")
+        self.unfreeze = {int(epoch): [resolve_module(self.net, m) for m in modules] for epoch, modules in (unfreeze or {}).items()}
+        if feature_cache and (finetune != "feature_extractor" or self.unfreeze):
+            raise UserError("feature_cache needs a backbone that stays frozen: finetune: feature_extractor and no unfreeze")
+        self.cached_features = FeatureCache() if feature_cache else None
 
     def load_initial_weights(self) -> None:
         """The pretrained ``weights`` first, then whatever the base class adds (``init_from``, the
@@ -46,4 +71,38 @@ class FineTuneClassifier(ImageClassifier):
         super().load_initial_weights()
 
     def configure_callbacks(self):
-        return finetuning_callbacks(self.finetune)
+        return finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs)
+
+    # -- learning-rate groups -------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if not self.param_group_specs:
+            return super().parameter_groups()
+        return optimizer_groups(self.net.named_parameters(), self.param_group_specs)
+
+    def configure_optimizers(self):
+        configured = super().configure_optimizers()
+        if self.param_group_specs:
+            optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+            check_options(optimizer, self.param_group_specs)
+            rank_zero_info(describe(optimizer.param_groups, self.param_group_specs))
+        return configured
+
+    # -- feature cache ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.cached_features is not None:  # a fit that ended in an exception left it attached
+            self.cached_features.detach()
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # the pretrained weights first: the features come from them
+        if self.cached_features is not None:
+            self.cached_features.attach(self.trainer, self.net, self.device)
+
+    def on_fit_end(self) -> None:
+        if self.cached_features is not None:
+            self.cached_features.detach()
+
+    def forward(self, x: Tensor) -> Tensor:
+        # While a fit runs on the feature cache, its batches hold the backbone's output, not images.
+        if self.cached_features is not None and self.cached_features.active:
+            return self.net.forward_head(x)
+        return super().forward(x)

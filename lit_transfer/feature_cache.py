@@ -1,0 +1,92 @@
+"""Training a frozen backbone's head on features computed once.
+
+With ``finetune: feature_extractor`` the backbone never changes, and with ``augment: none`` neither
+do the training images; so every epoch would decode the same images and push them through the same
+backbone to get the same features. ``FineTuneClassifier(feature_cache=True)`` computes them once,
+when the fit starts (after the pretrained weights are loaded, or the checkpoint restored), for the
+training and the validation images, and the epochs then train and validate the head on them: the
+data module's training and validation sets are swapped for the features for the length of the fit
+(same order, batch size and shuffling, since its own loaders serve them), and the model's forward
+runs only the head (``ClassifierNet.forward_head``). The metrics are the same, and checkpoints hold
+the whole net, backbone included, as always.
+
+The features are computed with the backbone in eval mode, as a frozen backbone runs anyway
+(BatchNorm layers on their running statistics); a backbone with dropout before the head (AlexNet's
+classifier) would apply it in a fit without the cache, so there the two differ by that dropout.
+
+Nothing in Lightning or torchvision does this; it is a precomputed ``TensorDataset``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import Dataset, TensorDataset
+
+from lit_transfer.errors import UserError
+from lit_transfer.nets.base import ClassifierNet
+
+_SPLITS = ("train_set", "val_set")
+
+
+class FeatureCache:
+    """Swaps a data module's training and validation sets for the net's features while a fit runs."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self._data: Any = None
+        self._images: dict[str, Dataset] = {}
+
+    def attach(self, trainer: Trainer, net: ClassifierNet, device: torch.device) -> None:
+        data = trainer.datamodule
+        if data is None or not all(hasattr(data, split) for split in _SPLITS):
+            raise UserError("feature_cache needs one of lit_transfer's data modules (train and validation sets to cache)")
+        if getattr(data, "augment", None) != "none":
+            raise UserError(
+                f"feature_cache needs training images that are the same every epoch: set --data.augment none "
+                f"(now {getattr(data, 'augment', None)!r}), or leave the cache off"
+            )
+        start = time.perf_counter()
+        self._data = data
+        self._images = {split: getattr(data, split) for split in _SPLITS}
+        features = {
+            split: compute_features(net, data, dataset, device, trainer.precision_plugin.forward_context)
+            for split, dataset in self._images.items()
+        }
+        for split, dataset in features.items():
+            setattr(data, split, dataset)
+        self.active = True
+        dim = features["train_set"].tensors[0].shape[1:]
+        rank_zero_info(
+            f"feature cache: computed the frozen backbone's features {tuple(dim)} of {len(features['train_set'])} training "
+            f"and {len(features['val_set'])} validation images in {time.perf_counter() - start:.1f} s; "
+            "the epochs train the head on them"
+        )
+
+    def detach(self) -> None:
+        """Give the data module its images back."""
+        if self._data is not None:
+            for split, dataset in self._images.items():
+                setattr(self._data, split, dataset)
+        self.active, self._data, self._images = False, None, {}
+
+
+@torch.no_grad()
+def compute_features(net: ClassifierNet, data: Any, dataset: Dataset, device: torch.device, forward_context) -> TensorDataset:
+    """``(features, label)`` for each item of ``dataset``, in order, read through the data module's own
+    evaluation loader (its workers and batch size); kept on the CPU."""
+    was_training = net.training
+    net.eval()
+    features, labels = [], []
+    try:
+        for x, y in data._loader(dataset):
+            with forward_context():
+                features.append(net.forward_features(x.to(device)).float().cpu())
+            labels.append(y)
+    finally:
+        net.train(was_training)
+    return TensorDataset(torch.cat(features), torch.cat(labels))

@@ -1,0 +1,114 @@
+"""The feature cache for a frozen backbone, and the forward_features/forward_head split it uses."""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lit_transfer.data import ImageFolderDataModule
+from lit_transfer.errors import UserError
+from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
+from lit_transfer.tasks import FineTuneClassifier
+from tests.test_param_groups import tiny_task_args
+
+
+@pytest.mark.parametrize(
+    "make_net, size, feature_shape",
+    [
+        (partial(SimpleCNN, num_classes=3, width=8), 32, (32,)),
+        (partial(AlexNet32, num_classes=3), 32, (4608,)),
+        (partial(TorchvisionNet, num_classes=3, name="resnet18"), 32, (512,)),
+        (partial(TorchvisionNet, num_classes=3, name="mobilenet_v3_small"), 32, (1024,)),  # head = classifier.3
+        (partial(AlexNet, num_classes=3, head="append"), 64, (1000,)),  # head = the appended Linear(1000, 3)
+    ],
+)
+def test_the_head_applied_to_the_features_is_the_net(make_net, size, feature_shape):
+    torch.manual_seed(0)
+    net = make_net().eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        features = net.forward_features(x)
+        assert features.shape == (2, *feature_shape)
+        assert torch.allclose(net.forward_head(features), net(x), atol=1e-6)
+    assert not net.get_classifier()._forward_pre_hooks  # the hook is gone again
+
+
+class CountImages:
+    """A forward pre-hook that counts the images reaching the backbone's first layer."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, module, args) -> None:
+        self.seen += len(args[0])
+
+
+def fit_head(data_root: Path, tmp_path: Path, feature_cache: bool, epochs: int = 3):
+    seed_everything(0)
+    model = FineTuneClassifier(
+        net=partial(TorchvisionNet, name="resnet18"), num_classes=3, finetune="feature_extractor",
+        feature_cache=feature_cache, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+    )
+    counter = CountImages()
+    model.net.model.conv1.register_forward_pre_hook(counter)
+    data = ImageFolderDataModule(str(data_root), batch_size=8, num_workers=0, image_size=32, resize_size=32, augment="none")
+    trainer = Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    return model, trainer, counter.seen
+
+
+def test_cached_features_train_the_same_head_reading_each_image_once(class_folder, tmp_path):
+    plain, plain_trainer, plain_seen = fit_head(class_folder, tmp_path / "plain", feature_cache=False)
+    cached, cached_trainer, cached_seen = fit_head(class_folder, tmp_path / "cached", feature_cache=True)
+    assert plain_seen == 3 * (24 + 6)  # 3 epochs of 24 training and 6 validation images
+    assert cached_seen == 24 + 6  # once, for the cache
+    for key, value in plain.net.state_dict().items():  # the head trained alike, the backbone untouched in both
+        assert torch.allclose(cached.net.state_dict()[key], value, atol=1e-5), key
+    assert not torch.equal(cached.net.model.fc.weight, TorchvisionNet(3, name="resnet18").model.fc.weight)
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert cached_trainer.callback_metrics[name] == pytest.approx(plain_trainer.callback_metrics[name].item(), abs=1e-5)
+    # After the fit the model and the data module are back on images.
+    assert not cached.cached_features.active
+    assert cached_trainer.datamodule.train_set[0][0].shape == (3, 32, 32)
+    assert cached(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(run_cli, class_folder, tmp_path):
+    args = tiny_task_args(
+        class_folder, tmp_path, "--model.finetune", "feature_extractor", "--data.augment", "none",
+        "--model.feature_cache", "true", "--trainer.max_epochs", "2", "--last_checkpoint.save_top_k", "1",
+    )
+    cli = run_cli(*args)
+    events = EventAccumulator(str(cli.trainer.log_dir)).Reload()
+    assert {"train/loss", "val/loss", "val/acc", "lr-SGD/head"} <= set(events.Tags()["scalars"])
+    assert "val/confusion_matrix" in events.Tags()["images"]  # no image grid: validation saw features
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["state_dict"]
+    assert set(state) == {f"net.{k}" for k in cli.model.net.state_dict()}  # backbone and head
+    assert torch.equal(state["net.model.fc.weight"], cli.model.net.model.fc.weight)
+
+    run_cli("predict", "--ckpt_path", str(last), "--data.predict_root", str(class_folder / "circle"),
+            "--trainer.default_root_dir", str(tmp_path / "predict"), "--trainer.enable_progress_bar", "false")
+    rows = list(csv.DictReader(next((tmp_path / "predict").glob("predictions-*.csv")).open()))
+    assert len(rows) == 10 and {r["class_name"] for r in rows} <= {"circle", "square", "triangle"}
+
+
+def test_the_cache_needs_a_frozen_backbone_and_unaugmented_images(run_cli, class_folder, tmp_path, capsys):
+    net = partial(TorchvisionNet, name="resnet18")
+    with pytest.raises(UserError, match="stays frozen"):
+        FineTuneClassifier(net=net, num_classes=2, feature_cache=True)
+    with pytest.raises(UserError, match="stays frozen"):
+        FineTuneClassifier(net=net, num_classes=2, finetune="feature_extractor", unfreeze={1: ["layer4"]}, feature_cache=True)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*tiny_task_args(class_folder, tmp_path, "--model.finetune", "feature_extractor", "--model.feature_cache", "true"))
+    assert exit_info.value.code == 2
+    assert "set --data.augment none (now 'imagenet')" in capsys.readouterr().err
