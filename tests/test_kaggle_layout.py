@@ -106,7 +106,7 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
     cli = run_cli(
         "fit", "--config", CONFIG, "--model.weights", str(weights), "--data.root", str(KAGGLE / "train"),
         "--data.image_size", "32", "--data.resize_size", "36", "--data.num_workers", "2",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",  # "1" would mean 1.0: all
         "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--checkpoint.save_top_k", "0",
     )

@@ -16,7 +16,7 @@ from torchvision.datasets import DatasetFolder, ImageFolder
 
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.data.download import archive_for, download_and_unpack
-from lit_transfer.data.images import is_image_file, load_rgb
+from lit_transfer.data.images import image_loader, is_image_file
 from lit_transfer.data.presets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -106,7 +106,7 @@ class PrefixNamedFiles(DatasetFolder):
     dogs vs cats); torchvision's ``DatasetFolder`` with the classes and samples taken from the names."""
 
     def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
-        super().__init__(str(root), loader=load_rgb, transform=transform, is_valid_file=lambda p: p not in skip)
+        super().__init__(str(root), loader=image_loader(transform), transform=transform, is_valid_file=lambda p: p not in skip)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         names = sorted({prefix_label(path) for path in prefix_named_files(Path(directory))})
@@ -130,7 +130,7 @@ class ClassFolders(ImageFolder):
 
     def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
         super().__init__(
-            str(root), transform=transform, loader=load_rgb, is_valid_file=lambda p: is_image_file(p) and p not in skip
+            str(root), transform=transform, loader=image_loader(transform), is_valid_file=lambda p: is_image_file(p) and p not in skip
         )
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:

@@ -8,6 +8,11 @@ import torch
 from torch.utils.data import Sampler
 
 
+def _seed(value: int) -> int:
+    # An unseeded run's torch.initial_seed() can be close to 2**64, past what manual_seed takes.
+    return value % 2**63
+
+
 class EpochShuffleSampler(Sampler[int]):
     """Random order per epoch from ``seed`` and the epoch number alone.
 
@@ -27,11 +32,11 @@ class EpochShuffleSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.loader_generator.manual_seed(2 * (self.seed + epoch))
+        self.loader_generator.manual_seed(_seed(2 * (self.seed + epoch)))
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(2 * (self.seed + self.epoch) + 1)
+        generator = torch.Generator().manual_seed(_seed(2 * (self.seed + self.epoch) + 1))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
