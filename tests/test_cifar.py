@@ -113,6 +113,9 @@ def test_corrupted_cifar_is_a_user_error(tmp_path):
     dm = CIFARDataModule(root=str(root), val_size=0)
     with pytest.raises(UserError, match="incomplete or corrupted"):
         dm.setup("fit")
+    (root / "cifar-10-batches-py" / "batches.meta").write_bytes(b"truncated")
+    with pytest.raises(UserError, match="is not CIFAR-10's class list"):
+        CIFARDataModule(root=str(root)).class_names
 
 
 def test_validation_split_is_seeded_and_uses_eval_transform(fake_cifar10):

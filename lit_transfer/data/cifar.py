@@ -119,8 +119,15 @@ class CIFARDataModule(ClassificationDataModule):
             return None
         self._ensure_present()
         meta = self.dataset_class.meta
-        with open(self.folder / meta["filename"], "rb") as f:
-            return list(pickle.load(f, encoding="latin1")[meta["key"]])
+        path = self.folder / meta["filename"]
+        try:
+            with open(path, "rb") as f:
+                return list(pickle.load(f, encoding="latin1")[meta["key"]])
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+            raise UserError(
+                f"{str(path)!r} is not {self.dataset_title}'s class list ({type(err).__name__}): delete "
+                f"{str(self.folder)!r} and set download: true to fetch it again"
+            ) from err
 
     # -- transforms ---------------------------------------------------------------------------
     def train_transform(self):

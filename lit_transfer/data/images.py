@@ -17,6 +17,11 @@ from lit_transfer.errors import UserError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
+# A JPEG is decoded at a reduced DCT scale only while the resize after it still shrinks the image at
+# least this much, as Pillow's Image.thumbnail does (its reducing_gap): the result then stays close
+# to a full decode's (benchmarks/input_pipeline.py measures how close).
+REDUCING_GAP = 2
+
 
 def load_rgb(path: str | Path | IO[bytes]) -> Image.Image:
     """Open an image as 3-channel RGB, whatever its mode (grayscale, palette, RGBA, CMYK, 16-bit)."""
@@ -32,17 +37,19 @@ def load_image(path: str | Path, min_size: int = 0) -> torch.Tensor:
 
     RGB and grayscale JPEGs, nearly every photo, skip PIL: torchvision's libjpeg-turbo decoder writes
     the same pixels straight into a tensor (PIL keeps 4 bytes a pixel and copies them out again),
-    and the tensor transforms that follow are faster than PIL's too. A JPEG whose short side is at
-    least twice ``min_size`` (the smallest size the transform can use without losing detail, the
-    preset's ``decode_size``) is decoded at a reduced DCT scale instead, through PIL's ``draft``,
-    whose short side is still >= ``min_size``: 1/2 to 1/8 of the work. Every other file (PNG, GIF,
-    CMYK JPEG, 16-bit, ...) goes through ``load_rgb``, so every image still becomes RGB.
+    and the tensor transforms that follow are faster than PIL's too. A JPEG large enough (short side
+    at least ``2 * REDUCING_GAP * min_size``; ``min_size`` is the smallest size the transform can use
+    without losing detail, the preset's ``decode_size``) is decoded at a reduced DCT scale through
+    PIL's ``draft`` instead, keeping a short side >= ``REDUCING_GAP * min_size``: 1/4 to 1/64 of the
+    pixels. Every other file (PNG, GIF, CMYK JPEG, 16-bit, ...) goes through ``load_rgb``, so every
+    image still becomes RGB.
     """
     data = Path(path).read_bytes()
     with Image.open(io.BytesIO(data)) as img:  # reads the header only
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
-            if min_size and min(img.size) >= 2 * min_size:
-                img.draft("RGB", (min_size, min_size))  # picks the smallest scale that keeps >= min_size
+            keep = min_size * REDUCING_GAP
+            if keep and min(img.size) >= 2 * keep:
+                img.draft("RGB", (keep, keep))  # the strongest of 1/2, 1/4, 1/8 that keeps >= keep
                 return pil_to_tensor(img.convert("RGB"))
             try:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
