@@ -264,6 +264,7 @@ def summarize(runs: list[dict]) -> dict:
         # train + evaluation (+ checkpoints, ours); only when the runs did not take turns
         "wall_seconds": None if None in walls else round(sum(walls), 2),
         "test_acc_per_seed": [round(a, 4) for a in accs],
+        "batch_seconds": [round(s, 4) for s in seconds],
         "test_acc": round(statistics.mean(accs), 4),
     }
 
