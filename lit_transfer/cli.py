@@ -160,6 +160,13 @@ class LitTransferCLI(LightningCLI):
         user's config and flags override, so ``predict --ckpt_path X --data.predict_root imgs``
         needs no config: the net, class names and eval transforms come from the checkpoint."""
         ckpt_path = _arg_value(args, "--ckpt_path")
+        if ckpt_path == "last":  # resolved now when it can be, so predict needs no --config either
+            found = find_last_checkpoint(_arg_value(args, "--trainer.default_root_dir"))
+            if found is not None:
+                print(f"using checkpoint {found}")
+                ckpt_path = str(found)
+                args = [ckpt_path if a == "last" and args[i - 1] == "--ckpt_path" else a for i, a in enumerate(args)]
+                args = [f"--ckpt_path={ckpt_path}" if a == "--ckpt_path=last" else a for a in args]
         if not args or ckpt_path is None or not Path(ckpt_path).is_file():
             return args
         ckpt = safe_load(ckpt_path, "checkpoint", mmap=True)

@@ -131,6 +131,11 @@ def test_validation_split_is_seeded_and_uses_eval_transform(fake_cifar10):
     assert other_seed.val_set.indices != dm.val_set.indices
     # validation images are not augmented: the same tensor every time
     assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])
+    # and they are torchvision's images and labels (read from its array, not through PIL)
+    index = dm.val_set.indices[0]
+    pil_image, label = torchvision.datasets.CIFAR10(str(fake_cifar10))[index]
+    assert dm.val_set[0][1] == label
+    assert torch.allclose(dm.val_set[0][0], dm.eval_transform()(pil_image), atol=1e-5)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
     assert x.min() < 0 < x.max()  # normalised

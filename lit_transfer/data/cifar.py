@@ -31,21 +31,28 @@ _DATASETS: dict[str, tuple[type[CIFAR10], str]] = {
 IMAGE_SIZE = 32
 
 
-class _Transformed(Dataset):
-    """``dataset[indices]`` with its own transform: the train and validation splits share one copy
-    of the training images but must not share the augmentation."""
+class _CIFARImages(Dataset):
+    """Images ``indices`` of a torchvision CIFAR set with their own transform, so the train and
+    validation splits share one copy of the training images but not the augmentation.
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform) -> None:
-        self.dataset = dataset
-        self.indices = list(indices)
+    Images go to the transform as uint8 CHW tensors straight from the set's array, not as the PIL
+    images torchvision's ``__getitem__`` makes: the presets are about 3x faster on tensors (40 vs
+    120 us per training image), which matters when DataLoader workers share the CPU with the net.
+    """
+
+    def __init__(self, dataset: CIFAR10, indices: Sequence[int] | None, transform) -> None:
+        self.images = dataset.data  # N x 32 x 32 x 3 uint8
+        self.targets = dataset.targets
+        self.indices = list(range(len(self.images)) if indices is None else indices)
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int):
-        image, label = self.dataset[self.indices[index]]
-        return self.transform(image), label
+        i = self.indices[index]
+        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).contiguous()
+        return self.transform(image), self.targets[i]
 
 
 class CIFARDataModule(ClassificationDataModule):
@@ -138,9 +145,9 @@ class CIFARDataModule(ClassificationDataModule):
         return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE, self.mean, self.std)
 
     # -- datasets -----------------------------------------------------------------------------
-    def _load(self, train: bool, transform=None) -> CIFAR10:
+    def _load(self, train: bool) -> CIFAR10:
         try:
-            return self.dataset_class(str(Path(self.root).expanduser()), train=train, transform=transform)
+            return self.dataset_class(str(Path(self.root).expanduser()), train=train)
         except RuntimeError as err:  # torchvision's MD5 check failed: a partial download or other files
             raise UserError(
                 f"{self.dataset_title} under {str(self.folder)!r} is incomplete or corrupted ({err}): "
@@ -163,14 +170,14 @@ class CIFARDataModule(ClassificationDataModule):
         if stage == "predict":
             return
         if stage == "test" or self.val_size == 0:
-            self.test_set = self._load(train=False, transform=self.eval_transform())
+            self.test_set = _CIFARImages(self._load(train=False), None, self.eval_transform())
         if stage in ("fit", "validate"):
             if self.val_size == 0:
                 self.val_set = self.test_set
             else:
-                self.val_set = _Transformed(self._train_images, self._split()[1], self.eval_transform())
+                self.val_set = _CIFARImages(self._train_images, self._split()[1], self.eval_transform())
         if stage == "fit":
-            self.train_set = _Transformed(self._train_images, self._split()[0], self.train_transform())
+            self.train_set = _CIFARImages(self._train_images, self._split()[0], self.train_transform())
 
     def train_dataloader(self):
         return self._loader(self.train_set, train=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -23,13 +22,17 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 REDUCING_GAP = 2
 
 
+def _as_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "I;16" or img.mode == "I":
+        # 16-bit PNGs: PIL's convert("RGB") clips them, so scale to 8 bits first.
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
 def load_rgb(path: str | Path | IO[bytes]) -> Image.Image:
     """Open an image as 3-channel RGB, whatever its mode (grayscale, palette, RGBA, CMYK, 16-bit)."""
     with Image.open(path) as img:
-        if img.mode == "I;16" or img.mode == "I":
-            # 16-bit PNGs: PIL's convert("RGB") clips them, so scale to 8 bits first.
-            img = img.point(lambda v: v / 256).convert("L")
-        return img.convert("RGB")
+        return _as_rgb(img)
 
 
 def load_image(path: str | Path, min_size: int = 0) -> torch.Tensor:
@@ -41,21 +44,21 @@ def load_image(path: str | Path, min_size: int = 0) -> torch.Tensor:
     at least ``2 * REDUCING_GAP * min_size``; ``min_size`` is the smallest size the transform can use
     without losing detail, the preset's ``decode_size``) is decoded at a reduced DCT scale through
     PIL's ``draft`` instead, keeping a short side >= ``REDUCING_GAP * min_size``: 1/4 to 1/64 of the
-    pixels. Every other file (PNG, GIF, CMYK JPEG, 16-bit, ...) goes through ``load_rgb``, so every
-    image still becomes RGB.
+    pixels. Every other file (PNG, GIF, CMYK JPEG, 16-bit, ...) is converted by PIL as in
+    ``load_rgb``, from the same open file (a tiny PNG costs little more than opening it twice would).
     """
-    data = Path(path).read_bytes()
-    with Image.open(io.BytesIO(data)) as img:  # reads the header only
+    with Image.open(path) as img:  # reads the header only
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
             keep = min_size * REDUCING_GAP
             if keep and min(img.size) >= 2 * keep:
                 img.draft("RGB", (keep, keep))  # the strongest of 1/2, 1/4, 1/8 that keeps >= keep
                 return pil_to_tensor(img.convert("RGB"))
             try:
-                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+                return decode_jpeg(data, mode=ImageReadMode.RGB)
             except RuntimeError:  # a stream libjpeg rejects but PIL (what the scan checked) decodes
                 pass
-    return pil_to_tensor(load_rgb(io.BytesIO(data)))
+        return pil_to_tensor(_as_rgb(img))
 
 
 def image_loader(transform: Any) -> Callable[[str], Any]:
