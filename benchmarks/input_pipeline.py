@@ -230,14 +230,16 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
     val = data.val_set.dataset  # the Subset's dataset: its loader is what decodes
     decode_size = val.transform.decode_size
 
-    def predictions(image_loader) -> tuple[torch.Tensor, torch.Tensor]:
+    def probabilities(image_loader) -> tuple[torch.Tensor, torch.Tensor]:
         val.loader = image_loader
         with torch.no_grad():
-            out = [(net(x).argmax(1), y) for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)]
+            out = [(net(x).softmax(1), y) for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)]
         return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
 
-    reduced, labels = predictions(partial(load_image, min_size=decode_size))
-    full, _ = predictions(full_decode)
+    reduced_p, labels = probabilities(partial(load_image, min_size=decode_size))
+    full_p, _ = probabilities(full_decode)
+    reduced, full = reduced_p.argmax(1), full_p.argmax(1)
+    change = (reduced_p - full_p).abs().max(1).values
     paths = [val.samples[i][0] for i in data.val_set.indices]
     return {
         "net": f"SimpleCNN, {epochs} epochs from scratch at 64 px, trained on full-size decodes",
@@ -246,6 +248,8 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
         "val_acc_reduced_scale_decoding": round(float((reduced == labels).float().mean()), 4),
         "val_acc_full_decoding": round(float((full == labels).float().mean()), 4),
         "prediction_agreement": round(float((reduced == full).float().mean()), 4),
+        "probability_change_mean": round(float(change.mean()), 4),
+        "probability_change_max": round(float(change.max()), 4),
     }
 
 
@@ -318,7 +322,8 @@ def print_table(report: dict) -> None:
     if acc:
         print(f"accuracy, {acc['net']}: val acc {acc['val_acc_reduced_scale_decoding']} with reduced-scale decoding "
               f"({acc['val_images_decoded_at_reduced_scale']} of {acc['val_images']} images), {acc['val_acc_full_decoding']} "
-              f"with full-size decoding; predictions agree on {acc['prediction_agreement']:.1%}")
+              f"with full-size decoding; predictions agree on {acc['prediction_agreement']:.1%}; class probabilities "
+              f"change by {acc['probability_change_mean']} on average, {acc['probability_change_max']} at most")
 
 
 if __name__ == "__main__":

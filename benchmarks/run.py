@@ -123,14 +123,15 @@ def markdown(report: dict) -> str:
         lines += [
             "",
             "| net (training step) | batch | GFLOP/image | img/s NCHW | GFLOP/s NCHW | img/s channels_last | "
-            "GFLOP/s channels_last | channels_last/NCHW | matmul peak GFLOP/s |",
+            "GFLOP/s channels_last | channels_last/NCHW | fp32 matmul GFLOP/s, MKL / oneDNN |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for n in compute["nets"]:
             nchw, cl = n["nchw"], n["channels_last"]
             lines.append(f"| {n['net']} | {n['batch']} | {n['gflop_per_image']} | {nchw['images_per_second']} | "
                          f"{nchw['gflops']} ({nchw['share_of_peak']:.0%}) | {cl['images_per_second']} | "
-                         f"{cl['gflops']} ({cl['share_of_peak']:.0%}) | {n['channels_last_ratio']} | {n['matmul_peak_gflops']} |")
+                         f"{cl['gflops']} ({cl['share_of_peak']:.0%}) | {n['channels_last_ratio']} | "
+                         f"{n['matmul_gflops']['matmul_mkl']} / {n['matmul_gflops']['matmul_onednn']} |")
     return "\n".join(lines)
 
 
