@@ -1,11 +1,14 @@
 """Input pipeline: decoding, resizing and augmenting JPEGs to 224 px, ours against torchvision's default.
 
 Ours is what training gets: ``ImageFolderDataModule``'s training set (the fast ``load_image`` loader
-and the ``imagenet`` train preset: RandomResizedCrop(224), flip, normalise). The default is what a
+and the ``imagenet`` train preset: RandomResizedCrop(224) and flip, giving uint8 images) and the
+data module's batch ``normalize``. The default is what a
 torchvision tutorial writes: the ``ImageFolder`` PIL loader (``Image.open(f).convert("RGB")``) and
 ``transforms.Compose([RandomResizedCrop(224), RandomHorizontalFlip(), ToTensor(), Normalize])``.
-Both read the same training images through the same DataLoader settings (batch 32, shuffled),
-taking turns epoch by epoch (ours, default, ours, ...), in one process (1 torch thread, so both use
+Ours is timed twice: as a GPU run gets it (uint8 batches from the loader; their normalisation runs
+on the GPU) and as a CPU run does (each batch also normalised in the main process). Both read the
+same training images through the same DataLoader settings (batch 32, shuffled), taking turns epoch
+by epoch (ours, ours normalised, default, ...), in one process (1 torch thread, so both use
 one core) and with 2 DataLoader workers. Reported: images/second (from the medians) and the ratio;
 in one process also our JPEG decoding alone, the ceiling of any pipeline that decodes every image.
 
@@ -28,6 +31,7 @@ import argparse
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,11 +45,12 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from benchmarks.common import DEFAULT_DATA, RESULTS, format_table, interleave, machine, median, write_json
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.data.images import REDUCING_GAP, load_image, load_rgb
-from lit_transfer.data.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetEval, ClassificationPresetTrain
+from lit_transfer.data.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetEval, ClassificationPresetTrain, Normalize
 from lit_transfer.nets import SimpleCNN
 
 SUBSET = Path("dogs_vs_cats_kaggle_subset") / "train"
 SIZE, RESIZE, BATCH = 224, 256, 32
+NORMALIZE = Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
 class TorchvisionDefault(Dataset):
@@ -96,15 +101,16 @@ def write_synthetic(root: Path, per_class: int = 150) -> Path:
     return root
 
 
-def training_sets(root: Path, images: int) -> tuple[Dataset, Dataset, list[tuple[str, int]]]:
-    """Ours (the data module's training set) and the default one, over the same first ``images``
-    training images of the data module's split; and the split's ``(path, label)`` samples."""
+def training_sets(root: Path, images: int) -> tuple[Dataset, Normalize, Dataset, list[tuple[str, int]]]:
+    """Ours (the data module's training set and its batch normalisation) and the default one, over
+    the same first ``images`` training images of the data module's split; and the split's
+    ``(path, label)`` samples."""
     data = ImageFolderDataModule(root=str(root), image_size=SIZE, resize_size=RESIZE, augment="imagenet")
     data.setup("fit")
     train = data.train_set  # a Subset of the whole folder: the split's training images
     samples = [train.dataset.samples[i] for i in train.indices]
     indices = list(range(min(images, len(train))))
-    return Subset(train, indices), TorchvisionDefault(samples[: len(indices)], default_train_transform()), samples
+    return Subset(train, indices), data.normalize, TorchvisionDefault(samples[: len(indices)], default_train_transform()), samples
 
 
 class DecodeOnly(Dataset):
@@ -125,32 +131,41 @@ def _sizes_differ(batch: list) -> tuple[list, list]:
     return [image for image, _ in batch], [label for _, label in batch]
 
 
-def count_epoch(loader: DataLoader) -> int:
-    return sum(len(labels) for _, labels in loader)
+def count_epoch(loader: DataLoader, finish: Callable = lambda images: images) -> int:
+    """Images in one epoch of ``loader``; each batch's images go through ``finish``."""
+    return sum(len(labels) for images, labels in loader if finish(images) is not None)
 
 
-def throughput(ours: Dataset, default: Dataset, workers: int, repeats: int, decode_only: Dataset | None = None) -> dict:
+def throughput(ours: Dataset, normalize: Normalize, default: Dataset, workers: int, repeats: int, decode_only: Dataset | None = None) -> dict:
     def loader(dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
             dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0),
             num_workers=workers, persistent_workers=workers > 0, **kwargs,
         )
 
-    loaders = {"ours": loader(ours), "default": loader(default)}
+    ours_loader = loader(ours)
+    epochs = {
+        "ours": partial(count_epoch, ours_loader),  # uint8 batches: a GPU run normalises them on the GPU
+        "ours_cpu": partial(count_epoch, ours_loader, normalize),  # and normalised here, as a CPU run does
+        "default": partial(count_epoch, loader(default)),
+    }
     if decode_only is not None:
-        loaders["decode_only"] = loader(decode_only, collate_fn=_sizes_differ)
+        epochs["decode_only"] = partial(count_epoch, loader(decode_only, collate_fn=_sizes_differ))
     # One untimed epoch each first: starts the persistent workers and fills the file cache.
-    seconds = interleave({name: (lambda l=l: count_epoch(l)) for name, l in loaders.items()}, repeats, warmup=1)
-    del loaders  # stops the workers before the next measurement
+    seconds = interleave(epochs, repeats, warmup=1)
+    del epochs  # stops the workers before the next measurement
     n = len(ours)
     result = {name: {"epoch_seconds": [round(s, 3) for s in secs], "images_per_second": round(n / median(secs), 1)}
               for name, secs in seconds.items()}
-    result["ratio"] = round(result["ours"]["images_per_second"] / result["default"]["images_per_second"], 2)
+    for ours_name, ratio_name in (("ours", "ratio"), ("ours_cpu", "ratio_cpu")):
+        result[ratio_name] = round(result[ours_name]["images_per_second"] / result["default"]["images_per_second"], 2)
     return result
 
 
 def _levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Absolute difference of two normalised images in 0-255 pixel levels."""
+    """Absolute difference of two images in 0-255 pixel levels: ours (uint8, normalised here as the
+    data module does per batch) or the default pipeline's (normalised float)."""
+    a, b = (NORMALIZE(x[None])[0] for x in (a, b))
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
     return (a - b).abs() * std
 
@@ -223,7 +238,7 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
         net.train()
         for images, labels in loader:
             optimizer.zero_grad()
-            F.cross_entropy(net(images), labels).backward()
+            F.cross_entropy(net(data.normalize(images)), labels).backward()
             optimizer.step()
 
     net.eval()
@@ -233,7 +248,7 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
     def probabilities(image_loader) -> tuple[torch.Tensor, torch.Tensor]:
         val.loader = image_loader
         with torch.no_grad():
-            out = [(net(x).softmax(1), y) for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)]
+            out = [(net(data.normalize(x)).softmax(1), y) for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)]
         return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
 
     reduced_p, labels = probabilities(partial(load_image, min_size=decode_size))
@@ -271,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
             root = write_synthetic(Path(tmp) / "flat", per_class=max(20, min(150, args.images)))
             note = f"SYNTHETIC generated JPEGs ({SUBSET} not found under {args.data}): timing only"
         print(f"data: {note}", flush=True)
-        ours, default, samples = training_sets(root, args.images)
+        ours, normalize, default, samples = training_sets(root, args.images)
         threads = torch.get_num_threads()
         results = {}
         for workers in args.workers:
@@ -280,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{len(ours)} images, {workers} workers: ours and the default take turns ...", flush=True)
             # In one process also our decoding alone: what is left of the time once it is paid.
             decode_only = DecodeOnly(samples[: len(ours)]) if workers == 0 else None
-            results[f"workers_{workers}"] = throughput(ours, default, workers, args.repeats, decode_only)
+            results[f"workers_{workers}"] = throughput(ours, normalize, default, workers, args.repeats, decode_only)
         torch.set_num_threads(threads)
         check = pixel_check(samples, args.check_images)
         accuracy = None
@@ -294,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_epoch": len(ours),
         "batch_size": BATCH,
         "repeats": args.repeats,
-        "ours": "ImageFolderDataModule train set: load_image + ClassificationPresetTrain(224, imagenet)",
+        "ours": "ImageFolderDataModule train set: load_image + ClassificationPresetTrain(224, imagenet) to uint8, batches normalised in the main process",
         "default": "torchvision pil_loader + Compose(RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize)",
         "machine": machine(),
         **results,
@@ -308,11 +323,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(report: dict) -> None:
     rows = [(f"{key.split('_')[1]} DataLoader workers", r["default"]["images_per_second"], r["ours"]["images_per_second"], r["ratio"],
-             r.get("decode_only", {}).get("images_per_second"))
+             r["ours_cpu"]["images_per_second"], r["ratio_cpu"], r.get("decode_only", {}).get("images_per_second"))
             for key, r in report.items() if key.startswith("workers_")]
     print(f"\nInput pipeline, {report['images_per_epoch']} JPEGs to 224 px per epoch, batch {report['batch_size']}, "
           f"median of {report['repeats']} epochs (images/second)")
-    print(format_table(["", "default", "ours", "ours/default", "our JPEG decoding alone"], rows))
+    print(format_table(["", "default", "ours (GPU run)", "ratio", "ours (CPU run)", "ratio", "our JPEG decoding alone"], rows))
+    print("ours (GPU run): the uint8 batches as the loader delivers them, normalised afterwards on the GPU; "
+          "ours (CPU run): the same batches normalised in this process, as on a CPU")
     px = report["pixels"]
     print(f"pixels (0-255 levels): JPEG decoding, ours against PIL: max {px['decode_max_abs_levels']}")
     for name, v in px.items():

@@ -85,7 +85,7 @@ def compute_features(net: ClassifierNet, data: Any, dataset: Dataset, device: to
     try:
         for x, y in data._loader(dataset):
             with forward_context():
-                features.append(net.forward_features(x.to(device)).float().cpu())
+                features.append(net.forward_features(data.normalize(x.to(device))).float().cpu())
             labels.append(y)
     finally:
         net.train(was_training)

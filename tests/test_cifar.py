@@ -135,10 +135,15 @@ def test_validation_split_is_seeded_and_uses_eval_transform(fake_cifar10):
     index = dm.val_set.indices[0]
     pil_image, label = torchvision.datasets.CIFAR10(str(fake_cifar10))[index]
     assert dm.val_set[0][1] == label
-    assert torch.allclose(dm.val_set[0][0], dm.eval_transform()(pil_image), atol=1e-5)
+    assert torch.equal(dm.val_set[0][0], dm.eval_transform()(pil_image))
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
-    assert x.min() < 0 < x.max()  # normalised
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.uint8 and y.shape == (4,)
+    # the batch is normalised once it is on the model's device, with the recipe's mean and std
+    normalised, labels = dm.on_after_batch_transfer([x, y], 0)
+    assert normalised.dtype == torch.float32 and torch.equal(labels, y)
+    expected = (x[:, 1].float() / 255 - CIFAR_MEAN[1]) / CIFAR_STD[1]
+    torch.testing.assert_close(normalised[:, 1], expected, rtol=0, atol=1e-5)
+    assert normalised.min() < 0 < normalised.max()
     assert next(iter(dm.val_dataloader()))[0].shape == (5, 3, 32, 32)
 
     dm.setup("test")
@@ -175,7 +180,7 @@ def test_predict_uses_the_eval_transform_on_any_image_size(tmp_path):
     Image.new("RGB", (50, 40), (200, 10, 10)).save(images / "a.png")
     dm = CIFARDataModule(root=str(tmp_path / "absent"), predict_root=str(images), num_workers=0)
     assert dm.class_names is None  # predicting: names come from the checkpoint, no data set needed
-    x, paths = next(iter(dm.predict_dataloader()))
+    x, paths = dm.on_after_batch_transfer(next(iter(dm.predict_dataloader())), 0)
     assert x.shape == (1, 3, 32, 32) and list(paths) == [str(images / "a.png")]
     expected = (200 / 255 - CIFAR_MEAN[0]) / CIFAR_STD[0]
     assert x[0, 0, 16, 16].item() == pytest.approx(expected, abs=1e-4)

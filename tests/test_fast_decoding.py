@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as v1
+from torchvision.transforms import v2 as T
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from lit_transfer.data.images import REDUCING_GAP, image_loader, load_image, load_rgb
-from lit_transfer.data.presets import ClassificationPresetEval, ClassificationPresetTrain
+from lit_transfer.data.presets import ClassificationPresetEval, ClassificationPresetTrain, Normalize
 from tests.test_folder_data import write_all_modes
 
 
@@ -68,12 +69,34 @@ def test_decode_sizes_keep_every_crop_at_full_detail():
 
 
 @pytest.mark.parametrize("augment", ["imagenet", "crop_flip", "flip", "none"])
-def test_a_uint8_tensor_and_a_pil_image_give_the_same_normalised_output(augment):
+def test_a_uint8_tensor_a_pil_image_and_a_float_tensor_give_the_same_uint8_output(augment):
     pixels = torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8)
-    preset = ClassificationPresetTrain(24, resize_size=24, augment=augment, padding=0, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))
-    torch.manual_seed(0)
-    fast = preset(pixels)  # the uint8 path: two passes, no tv_tensors
-    torch.manual_seed(0)
-    listed = preset(Image.fromarray(pixels.permute(1, 2, 0).numpy()))  # PIL: ToImage, ToDtype, Normalize
-    assert fast.dtype == torch.float32 and fast.shape == (3, 24, 24)
-    torch.testing.assert_close(fast, listed.as_subclass(torch.Tensor), rtol=0, atol=1e-5)
+    preset = ClassificationPresetTrain(24, resize_size=24, augment=augment, padding=0)
+    outputs = []
+    for image in (pixels, Image.fromarray(pixels.permute(1, 2, 0).numpy()), pixels.float() / 255):
+        torch.manual_seed(0)  # the same crop and flip for each
+        outputs.append(preset(image))
+    fast, from_pil, from_float = outputs
+    assert type(fast) is torch.Tensor and fast.dtype == torch.uint8 and fast.shape == (3, 24, 24)
+    assert torch.equal(fast, from_pil) and torch.equal(fast, from_float)
+
+
+def test_normalize_turns_a_uint8_batch_into_the_nets_input_and_leaves_features_alone():
+    normalize = Normalize(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))
+    batch = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    expected = T.Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.25))(T.ToDtype(torch.float32, scale=True)(batch))
+    torch.testing.assert_close(normalize(batch), expected, rtol=0, atol=1e-5)
+    features = torch.randn(2, 16)
+    assert normalize(features) is features
+
+
+def test_the_compact_random_resized_crop_gives_torchvisions_crops_exactly():
+    # a decoded image: HWC memory seen as CHW, as load_image and PIL's ToImage give it
+    image = torch.randint(0, 256, (90, 120, 3), dtype=torch.uint8).permute(2, 0, 1)
+    ours = ClassificationPresetTrain(48).transforms[0]
+    theirs = T.RandomResizedCrop(48, antialias=True)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        mine = ours(image)
+        torch.manual_seed(seed)
+        assert torch.equal(mine, theirs(image))

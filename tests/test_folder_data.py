@@ -85,9 +85,10 @@ def test_default_presets_are_the_imagenet_ones(split_folder):
     data = ImageFolderDataModule(str(split_folder))
     train = {type(t): t for t in data.train_transform().transforms}
     evaluation = {type(t): t for t in data.eval_transform().transforms}
-    assert list(train[T.RandomResizedCrop].size) == [224, 224] and T.RandomHorizontalFlip in train
+    crop = next(t for t in train.values() if isinstance(t, T.RandomResizedCrop))
+    assert list(crop.size) == [224, 224] and T.RandomHorizontalFlip in train
     assert list(evaluation[T.Resize].size) == [256] and list(evaluation[T.CenterCrop].size) == [224, 224]
-    assert tuple(evaluation[T.Normalize].mean) == IMAGENET_MEAN and tuple(train[T.Normalize].std) == IMAGENET_STD
+    assert data.normalize.mean == IMAGENET_MEAN and data.normalize.std == IMAGENET_STD
 
 
 def test_presets_come_from_yaml(run_cli, split_folder, tmp_path):
@@ -113,9 +114,11 @@ data:
     cli = run_cli("fit", "--config", str(config), "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path))
     evaluation = {type(t): t for t in cli.datamodule.val_set.transform.transforms}
     assert list(evaluation[T.Resize].size) == [48] and list(evaluation[T.CenterCrop].size) == [40, 40]
-    assert list(evaluation[T.Normalize].mean) == [0.5, 0.4, 0.3] and list(evaluation[T.Normalize].std) == [0.2, 0.2, 0.2]
+    assert cli.datamodule.normalize.mean == (0.5, 0.4, 0.3) and cli.datamodule.normalize.std == (0.2, 0.2, 0.2)
     image, _ = cli.datamodule.train_set[0]
-    assert image.shape == (3, 40, 40) and image.dtype == torch.float32
+    assert image.shape == (3, 40, 40) and image.dtype == torch.uint8
+    batch = torch.stack([image, image])
+    torch.testing.assert_close(cli.datamodule.normalize(batch)[0, 2], (image[2].float() / 255 - 0.3) / 0.2, rtol=0, atol=1e-5)
 
 
 # -- every image becomes RGB ---------------------------------------------------------------------

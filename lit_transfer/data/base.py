@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any, Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.images import ImageFiles, list_images
+from lit_transfer.data.presets import Normalize
 from lit_transfer.data.sampling import EpochShuffleSampler
 
 
 class ClassificationDataModule(LightningDataModule):
-    """Base of the data modules: ``root``, ``batch_size``, ``num_workers`` and class names.
+    """Base of the data modules: ``root``, ``batch_size``, ``num_workers``, class names, and the
+    normalisation of every batch (``mean``/``std``) once it is on the model's device.
 
     ``class_names`` is read when the CLI builds the model (it is linked to the model's
     ``class_names`` and ``num_classes``), so subclasses find their classes cheaply and raise a
@@ -25,10 +28,13 @@ class ClassificationDataModule(LightningDataModule):
         root: str | None,
         batch_size: int,
         num_workers: int,
-        eval_batch_size: int | None = None,
-        predict_root: str | None = None,
+        eval_batch_size: int | None,
+        predict_root: str | None,
+        mean: Sequence[float],
+        std: Sequence[float],
     ) -> None:
         super().__init__()
+        self.normalize = Normalize(mean, std)
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -48,6 +54,19 @@ class ClassificationDataModule(LightningDataModule):
     @abstractmethod
     def eval_transform(self):
         """The deterministic transform used for validation, test and predict."""
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.normalize.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.normalize.std
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The loaders give uint8 images (presets.Normalize says why): here they become the net's input.
+        images, *rest = batch
+        return [self.normalize(images), *rest]
 
     def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
         # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded).

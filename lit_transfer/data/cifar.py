@@ -78,7 +78,7 @@ class CIFARDataModule(ClassificationDataModule):
         augment: Augment = "crop_flip",
         predict_root: str | None = None,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std)
         self.save_hyperparameters()
         if dataset not in _DATASETS:
             raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
@@ -88,7 +88,6 @@ class CIFARDataModule(ClassificationDataModule):
         self.download = download
         self.val_size = val_size
         self.split_seed = split_seed
-        self.mean, self.std = tuple(mean), tuple(std)
         self.augment = augment
 
     # -- files --------------------------------------------------------------------------------
@@ -138,11 +137,11 @@ class CIFARDataModule(ClassificationDataModule):
 
     # -- transforms ---------------------------------------------------------------------------
     def train_transform(self):
-        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.mean, self.std, self.augment)
+        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.augment)
 
     def eval_transform(self):
         # Resize + center crop are no-ops on CIFAR's 32x32 images but let predict take any image.
-        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE, self.mean, self.std)
+        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE)
 
     # -- datasets -----------------------------------------------------------------------------
     def _load(self, train: bool) -> CIFAR10:

@@ -176,7 +176,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         archive_md5: str | None = None,
         layout: Layout = "auto",
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std)
         self.save_hyperparameters()
         self.scan = scan
         self.download = download
@@ -185,7 +185,6 @@ class ImageFolderDataModule(ClassificationDataModule):
         self._scanned: dict[Path, frozenset[str]] = {}
         self.image_size = image_size
         self.resize_size = resize_size
-        self.mean, self.std = tuple(mean), tuple(std)
         self.augment = augment
         self.val_fraction = val_fraction
         self.split_seed = split_seed
@@ -245,10 +244,10 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     # -- transforms ---------------------------------------------------------------------------
     def train_transform(self):
-        return ClassificationPresetTrain(self.image_size, self.resize_size, self.mean, self.std, self.augment)
+        return ClassificationPresetTrain(self.image_size, self.resize_size, self.augment)
 
     def eval_transform(self):
-        return ClassificationPresetEval(self.image_size, self.resize_size, self.mean, self.std)
+        return ClassificationPresetEval(self.image_size, self.resize_size)
 
     def _classes_in(self, folder: Path) -> list[str]:
         if self._layout == "file_prefix":

@@ -1,9 +1,10 @@
 """Named transform presets, after torchvision's ``references/classification/presets.py``.
 
 Every data module builds its transforms here instead of spelling them out at each call site.
-The presets take PIL images and ``uint8`` tensors alike; the data modules give them tensors
-(``lit_transfer.data.images.load_image``): torch's uint8 resize is faster than PIL's. Each preset
-says in ``decode_size`` how small a JPEG may be decoded (DCT scaling) without losing detail it uses.
+The presets take PIL images and ``uint8`` tensors alike and give ``uint8`` tensors; the data modules
+give them tensors (``lit_transfer.data.images.load_image``): torch's uint8 resize is faster than
+PIL's. Each preset says in ``decode_size`` how small a JPEG may be decoded (DCT scaling) without
+losing detail it uses. ``Normalize`` turns a batch of them into the net's float input.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal, Sequence
 
 import torch
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -33,33 +35,62 @@ RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 _RRC_MIN_SIDE = math.sqrt(RRC_SCALE[0] * RRC_RATIO[0])
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
-    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
+class Normalize:
+    """Normalises a batch of images with the data set's mean and std, after it reached its device.
+
+    The presets give ``uint8`` images and the data modules normalise whole batches with this, in
+    ``on_after_batch_transfer``, as timm's ``PrefetchLoader`` and FFCV do: a float image costs four
+    times the memory of a uint8 one, so normalising one image at a time in the workers (torchvision's
+    ``ToTensor`` + ``Normalize``) spent more time allocating and copying float tensors between
+    processes than decoding and cropping (``benchmarks/input_pipeline.py``); on a GPU the batch now
+    crosses the bus as uint8 and is normalised there. Batches of any other dtype (the feature cache's
+    features) pass through unchanged.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        # (x - 255 mean) * 1 / (255 std), in place on one float copy: three quick passes. A mixed-dtype
+        # torch.sub(uint8, float) would save one but runs about 5x slower on the CPU.
+        self._offset = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self._scale = 1 / (torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            return images
+        if self._offset.device != images.device:
+            self._offset, self._scale = self._offset.to(images.device), self._scale.to(images.device)
+        return images.float().sub_(self._offset).mul_(self._scale)
+
+
+# What a PIL image or a float tensor in 0..1 goes through first; the loaders' uint8 tensors skip it.
+_TO_UINT8 = T.Compose([T.ToImage(), T.ToDtype(torch.uint8, scale=True)])
 
 
 class _Preset(T.Compose):
-    """``steps``, then ToImage, ToDtype(float32, scale=True) and Normalize; ``decode_size`` says how
-    small a JPEG may be decoded without changing what the steps make of it (0: full size).
+    """``steps`` on a ``uint8`` image, giving a ``uint8`` tensor; ``decode_size`` says how small a
+    JPEG may be decoded without changing what the steps make of it (0: full size). Normalisation is
+    left to ``Normalize``, once per batch."""
 
-    A uint8 tensor, what the data modules' loader gives, is normalised in two passes over its pixels,
-    ``(x - 255 mean) / (255 std)``, instead of those three steps' four passes and two float copies:
-    about a tenth of the whole input pipeline's time (benchmarks/input_pipeline.py). PIL images and
-    float tensors take the three steps as listed.
-    """
-
-    def __init__(self, steps: list, mean: Sequence[float], std: Sequence[float], decode_size: int) -> None:
-        super().__init__(steps + _to_normalized_tensor(mean, std))
+    def __init__(self, steps: list, decode_size: int) -> None:
+        super().__init__(steps)
         self.decode_size = decode_size
-        self._offset = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) * 255
-        self._scale = 1 / (torch.tensor(std, dtype=torch.float32).view(-1, 1, 1) * 255)
 
-    def forward(self, image):
-        *steps, to_image, to_dtype, normalize = self.transforms
-        for step in steps:
-            image = step(image)
-        if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
-            return torch.sub(image.as_subclass(torch.Tensor), self._offset).mul_(self._scale)
-        return normalize(to_dtype(to_image(image)))
+    def forward(self, image) -> torch.Tensor:
+        if not (isinstance(image, torch.Tensor) and image.dtype == torch.uint8):
+            image = _TO_UINT8(image)
+        return super().forward(image).as_subclass(torch.Tensor)
+
+
+class _RandomResizedCrop(T.RandomResizedCrop):
+    """torchvision's RandomResizedCrop, the same crops for the same seed, with the crop copied into
+    one compact block of HWC memory before it is resized: torch's uint8 antialiased resize takes its
+    fast path only on such a block. A crop of a decoded photo (a strided view into it) is about 20 %
+    faster resized this way, copy included (``benchmarks/input_pipeline.py``)."""
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        crop = F.crop(inpt, params["top"], params["left"], params["height"], params["width"])
+        compact = crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        return F.resize(compact, self.size, self.interpolation, antialias=self.antialias)
 
 
 def _eval_steps(crop_size: int, resize_size: int) -> list:
@@ -67,18 +98,12 @@ def _eval_steps(crop_size: int, resize_size: int) -> list:
 
 
 class ClassificationPresetEval(_Preset):
-    """Resize the short side to ``resize_size``, center-crop ``crop_size``, normalise."""
+    """Resize the short side to ``resize_size``, center-crop ``crop_size``."""
 
-    def __init__(
-        self,
-        crop_size: int,
-        resize_size: int | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
+    def __init__(self, crop_size: int, resize_size: int | None = None) -> None:
         resize_size = resize_size or round(crop_size / 0.875)
         # Resize makes the short side resize_size: any decode at least that large gives the same output.
-        super().__init__(_eval_steps(crop_size, resize_size), mean, std, decode_size=resize_size)
+        super().__init__(_eval_steps(crop_size, resize_size), decode_size=resize_size)
 
 
 class ClassificationPresetTrain(_Preset):
@@ -88,17 +113,15 @@ class ClassificationPresetTrain(_Preset):
         self,
         crop_size: int,
         resize_size: int | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         augment: Augment = "imagenet",
         padding: int = 4,
     ) -> None:
         if augment == "none":
             resize_size = resize_size or round(crop_size / 0.875)
-            super().__init__(_eval_steps(crop_size, resize_size), mean, std, decode_size=resize_size)
+            super().__init__(_eval_steps(crop_size, resize_size), decode_size=resize_size)
             return
         if augment == "imagenet":
-            steps = [T.RandomResizedCrop(crop_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)]
+            steps = [_RandomResizedCrop(crop_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)]
             # Decoded with a short side of at least this, even the smallest crop is >= crop_size
             # pixels wide and high, so every crop is still scaled down, as from the full image.
             decode_size = math.ceil(crop_size / _RRC_MIN_SIDE)
@@ -110,4 +133,4 @@ class ClassificationPresetTrain(_Preset):
             decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
-        super().__init__(steps + [T.RandomHorizontalFlip()], mean, std, decode_size)
+        super().__init__(steps + [T.RandomHorizontalFlip()], decode_size)
