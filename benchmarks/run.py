@@ -31,7 +31,7 @@ from benchmarks.common import DEFAULT_DATA, REPO, RESULTS, format_table, machine
 # module, full-suite arguments, --quick arguments; settings short enough for the whole suite to fit
 # in about ten minutes on two busy cores.
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "training_loop": ("benchmarks.cifar_loop", ["--epochs", "1", "--limit", "15"], ["--epochs", "1", "--limit", "2", "--num-workers", "0"]),
+    "training_loop": ("benchmarks.cifar_loop", ["--epochs", "2"], ["--epochs", "1", "--limit", "2", "--num-workers", "0"]),
     "input_pipeline": ("benchmarks.input_pipeline", [], ["--images", "32", "--repeats", "1", "--workers", "0", "--check-images", "4", "--accuracy-epochs", "1"]),
     "compute": ("benchmarks.compute", [], ["--quick", "--nets", "simple_cnn"]),
     "feature_cache": ("benchmarks.feature_cache", ["--epochs", "2", "--image-size", "64"], ["--epochs", "1", "--image-size", "32", "--num-workers", "0"]),

@@ -124,7 +124,6 @@ class LitTransferCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(ValidationReport, "report")
         parser.add_lightning_class_args(ChannelsLast, "channels_last")
-        parser.set_defaults({"channels_last.enabled": False})
 
     def _class_names(self, data: ClassificationDataModule) -> list[str] | None:
         """The class names the model is built with: the data's, else (predicting without a data

@@ -28,7 +28,7 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lit_transfer.accelerators import NPUAccelerator, NPUDDPStrategy, parse_npu_ids, prepare_trainer_kwargs
 from lit_transfer.cli import LitTransferCLI
 from lit_transfer.errors import UserError
-from lit_transfer.memory_format import ChannelsLast
+from lit_transfer.memory_format import ChannelsLast, channels_last_pays
 
 
 class FakeStream:
@@ -379,7 +379,7 @@ class _Convs(LightningModule):
 
 
 def test_channels_last_converts_weights_and_inputs():
-    module, callback = _Convs(), ChannelsLast()
+    module, callback = _Convs(), ChannelsLast(enabled=True)
     callback.setup(None, module, "fit")
     assert module.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not module.conv.weight.is_contiguous()
@@ -390,13 +390,23 @@ def test_channels_last_converts_weights_and_inputs():
     assert module.seen[-1].is_contiguous()
 
 
-@pytest.mark.parametrize("enabled", [False, True])
-def test_channels_last_cli_option(run_cli, tmp_path, enabled):
-    """Off by default; ``--channels_last.enabled true`` trains the demo's convolutions in NHWC."""
-    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--channels_last.enabled", str(enabled).lower()))
+@pytest.mark.parametrize("flag, nhwc", [(None, True), ("auto", True), ("false", False), ("true", True)])
+def test_channels_last_cli_option(run_cli, tmp_path, flag, nhwc):
+    """``auto`` by default, which on the CPU trains the demo's convolutions in NHWC; ``false`` does not."""
+    option = [] if flag is None else ["--channels_last.enabled", flag]
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", *option))
     weight = cli.model.net.stem[0].weight
-    assert weight.is_contiguous(memory_format=torch.channels_last) == enabled
+    assert weight.is_contiguous(memory_format=torch.channels_last) == nhwc
     assert "val/acc" in cli.trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    "device, precision, pays",
+    [("cpu", "32-true", True), ("cpu", "bf16-mixed", True), ("cuda", "16-mixed", True), ("cuda", "bf16-mixed", True),
+     ("cuda", "32-true", False), ("npu", "16-mixed", False), ("mps", "32-true", False)],
+)
+def test_auto_channels_last_only_where_it_pays(device, precision, pays):
+    assert channels_last_pays(device, precision) is pays
 
 
 # --- real hardware (skipped without it) -------------------------------------------------------------
