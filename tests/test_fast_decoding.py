@@ -90,13 +90,21 @@ def test_normalize_turns_a_uint8_batch_into_the_nets_input_and_leaves_features_a
     assert normalize(features) is features
 
 
-def test_the_compact_random_resized_crop_gives_torchvisions_crops_exactly():
+def test_the_training_presets_random_steps_give_torchvisions_crops_and_flips_exactly():
     # a decoded image: HWC memory seen as CHW, as load_image and PIL's ToImage give it
     image = torch.randint(0, 256, (90, 120, 3), dtype=torch.uint8).permute(2, 0, 1)
-    ours = ClassificationPresetTrain(48).transforms[0]
-    theirs = T.RandomResizedCrop(48, antialias=True)
-    for seed in range(5):
+    ours = ClassificationPresetTrain(48)
+    theirs = T.Compose([T.RandomResizedCrop(48, antialias=True), T.RandomHorizontalFlip()])
+    flipped = set()
+    for seed in range(8):
         torch.manual_seed(seed)
         mine = ours(image)
         torch.manual_seed(seed)
         assert torch.equal(mine, theirs(image))
+        flipped.add(torch.equal(mine, ours.transforms[0].transform(image, _same_crop(seed, ours))))
+    assert flipped == {True, False}  # both branches of the flip were taken
+
+
+def _same_crop(seed: int, preset) -> dict:
+    torch.manual_seed(seed)
+    return preset.transforms[0].make_params([torch.zeros(3, 90, 120)])

@@ -81,16 +81,27 @@ class _Preset(T.Compose):
         return super().forward(image).as_subclass(torch.Tensor)
 
 
+# The two random steps of the training presets are torchvision's, drawing the same random numbers
+# (the same crops and flips for a seed), with a ``forward`` for the one uint8 image they get here:
+# v2's generic one flattens and checks its inputs first, about 35 us an image of the ~1 ms a photo
+# takes (benchmarks/input_pipeline.py).
 class _RandomResizedCrop(T.RandomResizedCrop):
-    """torchvision's RandomResizedCrop, the same crops for the same seed, with the crop copied into
-    one compact block of HWC memory before it is resized: torch's uint8 antialiased resize takes its
-    fast path only on such a block. A crop of a decoded photo (a strided view into it) is about 20 %
-    faster resized this way, copy included (``benchmarks/input_pipeline.py``)."""
+    """Copies the crop into one compact block of HWC memory before resizing it: torch's uint8
+    antialiased resize takes its fast path only on such a block, so a crop of a decoded photo (a
+    strided view into it) is about 20 % faster resized this way, copy included."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.transform(image, self.make_params([image]))
 
     def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
         crop = F.crop(inpt, params["top"], params["left"], params["height"], params["width"])
         compact = crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)
         return F.resize(compact, self.size, self.interpolation, antialias=self.antialias)
+
+
+class _RandomHorizontalFlip(T.RandomHorizontalFlip):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.horizontal_flip(image) if torch.rand(1) < self.p else image
 
 
 def _eval_steps(crop_size: int, resize_size: int) -> list:
@@ -133,4 +144,4 @@ class ClassificationPresetTrain(_Preset):
             decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
-        super().__init__(steps + [T.RandomHorizontalFlip()], decode_size)
+        super().__init__(steps + [_RandomHorizontalFlip()], decode_size)
