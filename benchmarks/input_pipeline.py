@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images_per_epoch": len(ours),
         "batch_size": BATCH,
         "repeats": args.repeats,
-        "ours": "ImageFolderDataModule train set: load_image + ClassificationPresetTrain(224, imagenet) to uint8, batches normalised in the main process",
+        "ours": "ImageFolderDataModule train set: load_image + ClassificationPresetTrain(224, imagenet) to uint8 batches; ours_cpu: each batch also normalised in the main process",
         "default": "torchvision pil_loader + Compose(RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize)",
         "machine": machine(),
         **results,

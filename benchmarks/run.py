@@ -76,12 +76,11 @@ def summary_rows(results: dict) -> list[dict]:
         for key in (k for k in r if k.startswith("workers_")):
             workers = int(key.split("_")[1])
             where = "1 process, 1 thread" if workers == 0 else f"{workers} DataLoader workers"
-            add("input_pipeline", f"JPEG -> 224 px train img/s, {where}, uint8 batches normalised on the GPU", "torchvision default",
-                r[key]["default"]["images_per_second"], "ours", r[key]["ours"]["images_per_second"], r[key]["ratio"],
-                GOALS["input_pipeline"])
-            add("input_pipeline", f"JPEG -> 224 px train img/s, {where}, batches normalised on the CPU", "torchvision default",
-                r[key]["default"]["images_per_second"], "ours", r[key]["ours_cpu"]["images_per_second"], r[key]["ratio_cpu"],
-                GOALS["input_pipeline"])
+            for ours, ratio, normalised in (("ours", "ratio", "uint8 batches normalised on the GPU"),
+                                            ("ours_cpu", "ratio_cpu", "batches normalised on the CPU")):
+                add("input_pipeline", f"JPEG -> 224 px train img/s, {where}, {normalised}", "torchvision default",
+                    r[key]["default"]["images_per_second"], "ours", r[key][ours]["images_per_second"], r[key][ratio],
+                    GOALS["input_pipeline"])
     if "compute" in results and "report" in results["compute"]:
         for net in results["compute"]["report"]["nets"]:
             nchw, cl = net["nchw"], net["channels_last"]
