@@ -73,12 +73,14 @@ def plain_loop(folder: Path, epochs: int, limit: int | None, num_workers: int, i
     """A generator: it yields after every training batch so that the other run can take a turn, and
     returns its measurements (``StopIteration.value``). Lines marked "timing" are not the tutorial's."""
     torch.manual_seed(seed)
-    transform_train = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
-    ])
+    transform_train = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+        ]
+    )
     transform_test = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
     trainset = torchvision.datasets.ImageFolder(str(folder / "train"), transform=transform_train)
     testset = torchvision.datasets.ImageFolder(str(folder / "test"), transform=transform_test)
@@ -91,8 +93,13 @@ def plain_loop(folder: Path, epochs: int, limit: int | None, num_workers: int, i
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=MAX_LR, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=MAX_LR, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        div_factor=DIV_FACTOR, final_div_factor=FINAL_DIV_FACTOR, pct_start=PCT_START,
+        optimizer,
+        max_lr=MAX_LR,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        div_factor=DIV_FACTOR,
+        final_div_factor=FINAL_DIV_FACTOR,
+        pct_start=PCT_START,
     )
 
     timed: list[tuple[float, int, bool]] = []  # timing: (seconds, images, first of its epoch)
@@ -126,8 +133,11 @@ def plain_loop(folder: Path, epochs: int, limit: int | None, num_workers: int, i
                 test_correct += net(inputs).argmax(1).eq(targets).sum().item()
                 test_total += targets.size(0)
         test_acc = test_correct / test_total
-        print(f"  plain epoch {epoch}: train loss {train_loss / batches:.3f} "
-              f"train acc {correct / total:.3f} test acc {test_acc:.3f}", flush=True)
+        print(
+            f"  plain epoch {epoch}: train loss {train_loss / batches:.3f} "
+            f"train acc {correct / total:.3f} test acc {test_acc:.3f}",
+            flush=True,
+        )
     return {"batches": timed, "wall": time.perf_counter() - start, "test_acc": test_acc}
 
 
@@ -182,28 +192,48 @@ class TrainTimer(Callback):
 
 
 def ours(
-    folder: Path, epochs: int, limit: int | None, num_workers: int, initial_state: dict, seed: int,
-    extra: list[str], between_batches=None,
+    folder: Path,
+    epochs: int,
+    limit: int | None,
+    num_workers: int,
+    initial_state: dict,
+    seed: int,
+    extra: list[str],
+    between_batches=None,
 ) -> dict:
     from lit_transfer.cli import LitTransferCLI
 
     with tempfile.TemporaryDirectory(prefix="cifar_loop-") as workdir:
         args = [
-            "--config", str(CONFIG),
+            "--config",
+            str(CONFIG),
             # The same images as the plain loop, through our ImageFolder module with CIFAR's values.
-            "--data", "lit_transfer.data.ImageFolderDataModule",
-            "--data.root", str(folder),
-            "--data.image_size", "32",
-            "--data.resize_size", "32",
-            "--data.augment", "crop_flip",
-            "--data.mean", json.dumps(list(CIFAR_MEAN)),
-            "--data.std", json.dumps(list(CIFAR_STD)),
-            "--data.batch_size", str(TRAIN_BATCH),
-            "--data.eval_batch_size", str(EVAL_BATCH),
-            "--data.num_workers", str(num_workers),
-            "--seed_everything", str(seed),
-            "--trainer.max_epochs", str(epochs),
-            "--trainer.default_root_dir", workdir,
+            "--data",
+            "lit_transfer.data.ImageFolderDataModule",
+            "--data.root",
+            str(folder),
+            "--data.image_size",
+            "32",
+            "--data.resize_size",
+            "32",
+            "--data.augment",
+            "crop_flip",
+            "--data.mean",
+            json.dumps(list(CIFAR_MEAN)),
+            "--data.std",
+            json.dumps(list(CIFAR_STD)),
+            "--data.batch_size",
+            str(TRAIN_BATCH),
+            "--data.eval_batch_size",
+            str(EVAL_BATCH),
+            "--data.num_workers",
+            str(num_workers),
+            "--seed_everything",
+            str(seed),
+            "--trainer.max_epochs",
+            str(epochs),
+            "--trainer.default_root_dir",
+            workdir,
             *(["--trainer.limit_train_batches", str(limit)] if limit else []),
             *extra,
         ]
@@ -277,12 +307,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, the same for both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one pair of runs per seed")
     parser.add_argument(
-        "--mode", choices=["interleaved", "plain-first", "ours-first"], default="interleaved",
+        "--mode",
+        choices=["interleaved", "plain-first", "ours-first"],
+        default="interleaved",
         help="interleaved (default): the runs take turns batch by batch, so both see the same load "
         "from other processes on a shared machine; or one whole run after the other",
     )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cifar_loop.json"))
-    parser.add_argument("ours_args", nargs="*", help="extra CLI flags for our run, after --, e.g. -- --trainer.enable_progress_bar false")
+    parser.add_argument(
+        "ours_args",
+        nargs="*",
+        help="extra CLI flags for our run, after --, e.g. -- --trainer.enable_progress_bar false",
+    )
     args = parser.parse_args(argv)
 
     folder = Path(args.data) / SUBSET
@@ -311,7 +347,11 @@ def main(argv: list[str] | None = None) -> dict:
         "mode": args.mode,
         "ours_args": args.ours_args,
         "torch_threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "python": platform.python_version(),
+        },
         "plain": plain,
         "ours": lit,
         "ratio_images_per_second": round(lit["images_per_second"] / plain["images_per_second"], 3),
@@ -336,16 +376,28 @@ def print_table(report: dict) -> None:
     plain, lit = report["plain"], report["ours"]
     rows = [
         ("train images", plain["train_images"], lit["train_images"], ""),
-        ("train img/s, all batches", plain["images_per_second"], lit["images_per_second"], report["ratio_images_per_second"]),
-        ("train img/s, steady", plain["steady_images_per_second"], lit["steady_images_per_second"], report["ratio_steady_images_per_second"]),
+        (
+            "train img/s, all batches",
+            plain["images_per_second"],
+            lit["images_per_second"],
+            report["ratio_images_per_second"],
+        ),
+        (
+            "train img/s, steady",
+            plain["steady_images_per_second"],
+            lit["steady_images_per_second"],
+            report["ratio_steady_images_per_second"],
+        ),
         ("median s/batch", plain["median_batch_seconds"], lit["median_batch_seconds"], report["ratio_median_batch"]),
         ("median of paired ratios", "", "", report.get("ratio_paired_batches_median", "-")),
         ("wall s (train+eval+ckpt)", plain["wall_seconds"], lit["wall_seconds"], ""),
         ("test acc (mean of seeds)", plain["test_acc"], lit["test_acc"], f"{report['test_acc_difference']:+.4f}"),
     ]
-    print(f"\nCIFAR-10 AlexNet-32, {report['epochs']} epoch(s), limit {report['limit_train_batches']}, "
-          f"seeds {report['seeds']}, {report['num_workers']} workers, {report['torch_threads']} torch threads, "
-          f"{report['mode']}")
+    print(
+        f"\nCIFAR-10 AlexNet-32, {report['epochs']} epoch(s), limit {report['limit_train_batches']}, "
+        f"seeds {report['seeds']}, {report['num_workers']} workers, {report['torch_threads']} torch threads, "
+        f"{report['mode']}"
+    )
     print(f"{'':28}{'plain loop':>12}{'ours':>12}{'ours/plain':>12}")
     for label, a, b, r in rows:
         print(f"{label:28}{'-' if a is None else a:>12}{'-' if b is None else b:>12}{r:>12}")

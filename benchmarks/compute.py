@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -86,20 +86,31 @@ def measure(case: NetCase, steps: int | None, matmul_size: int = MATMUL_SIZE) ->
     labels = torch.randint(0, 2, (case.batch,))
     images_cl = images.contiguous(memory_format=torch.channels_last)
     flops = step_flops(nchw, images, labels)
-    optimizers = {name: torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9) for name, net in
-                  (("nchw", nchw), ("channels_last", channels_last))}
+    optimizers = {
+        name: torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        for name, net in (("nchw", nchw), ("channels_last", channels_last))
+    }
     kernels = matmuls(matmul_size)
-    seconds = interleave({
-        "nchw": lambda: train_step(nchw, optimizers["nchw"], images, labels),
-        "channels_last": lambda: train_step(channels_last, optimizers["channels_last"], images_cl, labels),
-        **{name: call for name, (call, _) in kernels.items()},
-    }, repeats=steps or case.steps, warmup=1)
+    seconds = interleave(
+        {
+            "nchw": lambda: train_step(nchw, optimizers["nchw"], images, labels),
+            "channels_last": lambda: train_step(channels_last, optimizers["channels_last"], images_cl, labels),
+            **{name: call for name, (call, _) in kernels.items()},
+        },
+        repeats=steps or case.steps,
+        warmup=1,
+    )
     matmul_gflops = {name: round(n / median(seconds[name]) / 1e9, 1) for name, (_, n) in kernels.items()}
     peak = max(matmul_gflops.values())
     result = {
-        "net": case.label, "image_size": case.image_size, "batch": case.batch, "steps": len(seconds["nchw"]),
-        "gflop_per_step": round(flops / 1e9, 2), "gflop_per_image": round(flops / case.batch / 1e9, 3),
-        "matmul_gflops": matmul_gflops, "matmul_peak_gflops": peak,
+        "net": case.label,
+        "image_size": case.image_size,
+        "batch": case.batch,
+        "steps": len(seconds["nchw"]),
+        "gflop_per_step": round(flops / 1e9, 2),
+        "gflop_per_image": round(flops / case.batch / 1e9, 3),
+        "matmul_gflops": matmul_gflops,
+        "matmul_peak_gflops": peak,
     }
     for name in ("nchw", "channels_last"):
         step = median(seconds[name])
@@ -109,7 +120,9 @@ def measure(case: NetCase, steps: int | None, matmul_size: int = MATMUL_SIZE) ->
             "gflops": round(flops / step / 1e9, 1),
             "share_of_peak": round(flops / step / 1e9 / peak, 2),
         }
-    result["channels_last_ratio"] = round(result["channels_last"]["images_per_second"] / result["nchw"]["images_per_second"], 2)
+    result["channels_last_ratio"] = round(
+        result["channels_last"]["images_per_second"] / result["nchw"]["images_per_second"], 2
+    )
     return result
 
 
@@ -117,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compute", description=__doc__.splitlines()[0])
     parser.add_argument("--nets", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--steps", type=int, default=None, help="timed steps of each format (default: per net)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: batch 2, 64 px instead of 224, 1 step, 512x512 matmul")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: batch 2, 64 px instead of 224, 1 step, 512x512 matmul"
+    )
     parser.add_argument("--out", default=str(RESULTS / "compute.json"))
     args = parser.parse_args(argv)
 
@@ -132,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "compute",
         "what": "training step (forward, backward, SGD) on a random batch; FLOPs by FlopCounterMode (forward + backward)",
         "matmul": f"fp32, size {512 if args.quick else MATMUL_SIZE}: torch.mm (MKL) and a 1x1 convolution (oneDNN), "
-                  "interleaved with the steps; the peak is the faster",
+        "interleaved with the steps; the peak is the faster",
         "quick": args.quick,
         "machine": machine(),
         "nets": results,
@@ -144,16 +159,43 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(report: dict) -> None:
     rows = [
-        (r["net"], r["batch"], r["gflop_per_image"], r["nchw"]["images_per_second"], r["nchw"]["gflops"],
-         f"{r['nchw']['share_of_peak']:.0%}", r["channels_last"]["images_per_second"], r["channels_last"]["gflops"],
-         f"{r['channels_last']['share_of_peak']:.0%}", r["channels_last_ratio"],
-         f"{r['matmul_gflops']['matmul_mkl']} / {r['matmul_gflops']['matmul_onednn']}")
+        (
+            r["net"],
+            r["batch"],
+            r["gflop_per_image"],
+            r["nchw"]["images_per_second"],
+            r["nchw"]["gflops"],
+            f"{r['nchw']['share_of_peak']:.0%}",
+            r["channels_last"]["images_per_second"],
+            r["channels_last"]["gflops"],
+            f"{r['channels_last']['share_of_peak']:.0%}",
+            r["channels_last_ratio"],
+            f"{r['matmul_gflops']['matmul_mkl']} / {r['matmul_gflops']['matmul_onednn']}",
+        )
         for r in report["nets"]
     ]
-    print(f"\nTraining step, {report['machine']['torch_threads']} torch threads, medians "
-          f"(FLOPs: forward + backward; peak: the faster fp32 matmul, measured alongside)")
-    print(format_table(["net", "batch", "GFLOP/img", "img/s", "GFLOP/s", "of peak", "img/s CL", "GFLOP/s CL",
-                        "of peak CL", "CL/NCHW", "matmul GFLOP/s MKL / oneDNN"], rows))
+    print(
+        f"\nTraining step, {report['machine']['torch_threads']} torch threads, medians "
+        f"(FLOPs: forward + backward; peak: the faster fp32 matmul, measured alongside)"
+    )
+    print(
+        format_table(
+            [
+                "net",
+                "batch",
+                "GFLOP/img",
+                "img/s",
+                "GFLOP/s",
+                "of peak",
+                "img/s CL",
+                "GFLOP/s CL",
+                "of peak CL",
+                "CL/NCHW",
+                "matmul GFLOP/s MKL / oneDNN",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

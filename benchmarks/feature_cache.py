@@ -72,19 +72,49 @@ def write_synthetic(root: Path, per_class: int = 200) -> Path:
 
 def run(root: Path, cached: bool, args, workdir: Path) -> dict:
     timer_path = f"{__name__}.EpochTimer" if __name__ != "__main__" else "benchmarks.feature_cache.EpochTimer"
-    cli = cli_main([
-        "fit", "--config", str(CONFIG), "--model.weights", "null",
-        "--model.finetune", "feature_extractor", "--model.feature_cache", str(cached).lower(),
-        "--data.root", str(root), "--data.augment", "none", "--data.num_workers", str(args.num_workers),
-        "--data.image_size", str(args.image_size), "--data.resize_size", str(round(args.image_size / 0.875)),
-        "--trainer.max_epochs", str(args.epochs), "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(workdir / ("cached" if cached else "plain")),
-        "--checkpoint.save_top_k", "0", "--last_checkpoint.save_top_k", "0",
-        "--trainer.callbacks+", json.dumps({"class_path": timer_path}),
-    ])
+    cli = cli_main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG),
+            "--model.weights",
+            "null",
+            "--model.finetune",
+            "feature_extractor",
+            "--model.feature_cache",
+            str(cached).lower(),
+            "--data.root",
+            str(root),
+            "--data.augment",
+            "none",
+            "--data.num_workers",
+            str(args.num_workers),
+            "--data.image_size",
+            str(args.image_size),
+            "--data.resize_size",
+            str(round(args.image_size / 0.875)),
+            "--trainer.max_epochs",
+            str(args.epochs),
+            "--trainer.num_sanity_val_steps",
+            "0",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--trainer.default_root_dir",
+            str(workdir / ("cached" if cached else "plain")),
+            "--checkpoint.save_top_k",
+            "0",
+            "--last_checkpoint.save_top_k",
+            "0",
+            "--trainer.callbacks+",
+            json.dumps({"class_path": timer_path}),
+        ]
+    )
     timer = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EpochTimer")
-    metrics = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+    metrics = {
+        k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
+    }
     later = timer.epoch_seconds[1:] or timer.epoch_seconds
     return {
         "feature_cache": cached,
@@ -127,10 +157,16 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": 32,
         "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "python": platform.python_version(),
+        },
         "plain": plain,
         "cached": cached,
-        "ratio_median_epoch_after_first": round(plain["median_epoch_seconds_after_first"] / cached["median_epoch_seconds_after_first"], 1),
+        "ratio_median_epoch_after_first": round(
+            plain["median_epoch_seconds_after_first"] / cached["median_epoch_seconds_after_first"], 1
+        ),
         "head_weights_max_abs_difference": head_difference,
     }
     print_table(report)
@@ -143,12 +179,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(report: dict) -> None:
     plain, cached = report["plain"], report["cached"]
-    print(f"\nResNet50 frozen backbone, {report['image_size']} px, {plain['train_images']} train + {plain['val_images']} val images, "
-          f"batch {report['batch_size']}, {report['epochs']} epochs, {report['torch_threads']} threads")
+    print(
+        f"\nResNet50 frozen backbone, {report['image_size']} px, {plain['train_images']} train + {plain['val_images']} val images, "
+        f"batch {report['batch_size']}, {report['epochs']} epochs, {report['torch_threads']} threads"
+    )
     print(f"{'':34}{'no cache':>12}{'cache':>12}{'ratio':>10}")
     rows = [("before the first epoch (s)", plain["seconds_before_first_epoch"], cached["seconds_before_first_epoch"])]
     rows += [(f"epoch {i} (s)", a, b) for i, (a, b) in enumerate(zip(plain["epoch_seconds"], cached["epoch_seconds"]))]
-    rows += [("median epoch after the first (s)", plain["median_epoch_seconds_after_first"], cached["median_epoch_seconds_after_first"])]
+    rows += [
+        (
+            "median epoch after the first (s)",
+            plain["median_epoch_seconds_after_first"],
+            cached["median_epoch_seconds_after_first"],
+        )
+    ]
     for label, a, b in rows:
         print(f"{label:34}{a:>12.3f}{b:>12.3f}{a / b if b else float('nan'):>10.1f}")
     for name in sorted(plain["metrics"]):

@@ -63,10 +63,14 @@ class EpochThroughput(Callback):
 TASKS = {
     "demo": ["--config", str(REPO / "configs" / "demo.yaml")],
     "cifar10_alexnet": [
-        "--config", str(REPO / "configs" / "cifar10_alexnet.yaml"),
-        "--data", "lit_transfer.data.ShapesDataModule",
-        "--data.image_size", "32",
-        "--data.batch_size", "128",
+        "--config",
+        str(REPO / "configs" / "cifar10_alexnet.yaml"),
+        "--data",
+        "lit_transfer.data.ShapesDataModule",
+        "--data.image_size",
+        "32",
+        "--data.batch_size",
+        "128",
     ],
 }
 
@@ -76,22 +80,43 @@ def run(task: str, precision: str, args: argparse.Namespace, workdir: Path) -> d
 
     flags = list(TASKS[task])
     if task == "cifar10_alexnet" and args.cifar_folder:
-        flags += ["--data", "lit_transfer.data.ImageFolderDataModule", "--data.root", args.cifar_folder,
-                  "--data.image_size", "32", "--data.resize_size", "32", "--data.batch_size", "128"]
+        flags += [
+            "--data",
+            "lit_transfer.data.ImageFolderDataModule",
+            "--data.root",
+            args.cifar_folder,
+            "--data.image_size",
+            "32",
+            "--data.resize_size",
+            "32",
+            "--data.batch_size",
+            "128",
+        ]
     else:
         flags += ["--data.root", args.shapes_root]
     flags += [
-        "--data.num_workers", str(args.num_workers),
-        "--trainer.accelerator", args.accelerator,
-        "--trainer.devices", str(args.devices),
-        "--trainer.precision", precision,
-        "--trainer.max_epochs", str(args.epochs),
-        "--trainer.limit_train_batches", str(args.limit_batches),
-        "--trainer.limit_val_batches", str(args.limit_batches),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(workdir / f"{task}-{precision}"),
-        "--channels_last.enabled", str(args.channels_last).lower(),
+        "--data.num_workers",
+        str(args.num_workers),
+        "--trainer.accelerator",
+        args.accelerator,
+        "--trainer.devices",
+        str(args.devices),
+        "--trainer.precision",
+        precision,
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.limit_train_batches",
+        str(args.limit_batches),
+        "--trainer.limit_val_batches",
+        str(args.limit_batches),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(workdir / f"{task}-{precision}"),
+        "--channels_last.enabled",
+        str(args.channels_last).lower(),
     ]
     cli = LitTransferCLI(args=flags, run=False)
     throughput = EpochThroughput()
@@ -117,8 +142,10 @@ def print_table(rows: list[dict], ratios: dict) -> None:
     print("-" * len(header))
     for r in rows:
         speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
-        print(f"{r['task']:<16} {r['device']:<8} {r['precision']:<11} {str(r['channels_last']):<7} "
-              f"{r['val_acc']:>7.4f} {speed:>9} {r['wall_s']:>7.1f}")
+        print(
+            f"{r['task']:<16} {r['device']:<8} {r['precision']:<11} {str(r['channels_last']):<7} "
+            f"{r['val_acc']:>7.4f} {speed:>9} {r['wall_s']:>7.1f}"
+        )
     for name, ratio in ratios.items():
         print(f"{name}: {ratio:.2f}x images/s")
 
@@ -134,8 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--cifar-folder", help="ImageFolder root (train/, val/) of real CIFAR-10 images")
-    parser.add_argument("--shapes-root", default=str(REPO / "data" / "shapes"),
-                        help="the generated shapes (written on first use)")
+    parser.add_argument(
+        "--shapes-root", default=str(REPO / "data" / "shapes"), help="the generated shapes (written on first use)"
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
 
@@ -149,12 +177,18 @@ def main(argv: list[str] | None = None) -> dict:
         base, *others = [r for r in rows if r["task"] == task]
         for other in others:
             if base["images_per_s"] and other["images_per_s"]:
-                ratios[f"{task} {other['precision']} / {base['precision']}"] = other["images_per_s"] / base["images_per_s"]
+                ratios[f"{task} {other['precision']} / {base['precision']}"] = (
+                    other["images_per_s"] / base["images_per_s"]
+                )
     report = {
         "rows": rows,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "versions": {"torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "python": platform.python_version(),
+        },
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     print_table(rows, ratios)

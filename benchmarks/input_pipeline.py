@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -45,7 +45,13 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from benchmarks.common import DEFAULT_DATA, RESULTS, format_table, interleave, machine, median, write_json
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.data.images import REDUCING_GAP, load_image, load_rgb
-from lit_transfer.data.presets import IMAGENET_MEAN, IMAGENET_STD, ClassificationPresetEval, ClassificationPresetTrain, Normalize
+from lit_transfer.data.presets import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClassificationPresetEval,
+    ClassificationPresetTrain,
+    Normalize,
+)
 from lit_transfer.nets import SimpleCNN
 
 SUBSET = Path("dogs_vs_cats_kaggle_subset") / "train"
@@ -69,21 +75,25 @@ class TorchvisionDefault(Dataset):
 
 
 def default_train_transform() -> transforms.Compose:
-    return transforms.Compose([
-        transforms.RandomResizedCrop(SIZE),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(SIZE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def default_eval_transform() -> transforms.Compose:
-    return transforms.Compose([
-        transforms.Resize(RESIZE),
-        transforms.CenterCrop(SIZE),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(RESIZE),
+            transforms.CenterCrop(SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def write_synthetic(root: Path, per_class: int = 150) -> Path:
@@ -110,7 +120,12 @@ def training_sets(root: Path, images: int) -> tuple[Dataset, Normalize, Dataset,
     train = data.train_set  # a Subset of the whole folder: the split's training images
     samples = [train.dataset.samples[i] for i in train.indices]
     indices = list(range(min(images, len(train))))
-    return Subset(train, indices), data.normalize, TorchvisionDefault(samples[: len(indices)], default_train_transform()), samples
+    return (
+        Subset(train, indices),
+        data.normalize,
+        TorchvisionDefault(samples[: len(indices)], default_train_transform()),
+        samples,
+    )
 
 
 class DecodeOnly(Dataset):
@@ -136,11 +151,23 @@ def count_epoch(loader: DataLoader, finish: Callable = lambda images: images) ->
     return sum(len(labels) for images, labels in loader if finish(images) is not None)
 
 
-def throughput(ours: Dataset, normalize: Normalize, default: Dataset, workers: int, repeats: int, decode_only: Dataset | None = None) -> dict:
+def throughput(
+    ours: Dataset,
+    normalize: Normalize,
+    default: Dataset,
+    workers: int,
+    repeats: int,
+    decode_only: Dataset | None = None,
+) -> dict:
     def loader(dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0),
-            num_workers=workers, persistent_workers=workers > 0, **kwargs,
+            dataset,
+            batch_size=BATCH,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            **kwargs,
         )
 
     ours_loader = loader(ours)
@@ -155,8 +182,10 @@ def throughput(ours: Dataset, normalize: Normalize, default: Dataset, workers: i
     seconds = interleave(epochs, repeats, warmup=1)
     del epochs  # stops the workers before the next measurement
     n = len(ours)
-    result = {name: {"epoch_seconds": [round(s, 3) for s in secs], "images_per_second": round(n / median(secs), 1)}
-              for name, secs in seconds.items()}
+    result = {
+        name: {"epoch_seconds": [round(s, 3) for s in secs], "images_per_second": round(n / median(secs), 1)}
+        for name, secs in seconds.items()
+    }
     for ours_name, ratio_name in (("ours", "ratio"), ("ours_cpu", "ratio_cpu")):
         result[ratio_name] = round(result[ours_name]["images_per_second"] / result["default"]["images_per_second"], 2)
     return result
@@ -211,14 +240,22 @@ def pixel_check(samples: list[tuple[str, int]], count: int) -> dict:
 
     reduced = [p for p in paths if _reduced(p, small_eval.decode_size)][:count]
     return {
-        "decode_max_abs_levels": max(int((load_image(p).int() - pil_to_tensor(load_rgb(p)).int()).abs().max()) for p in paths[:count]),
-        "eval_224": _compare((ours_eval(load_image(p, ours_eval.decode_size)), default_eval(pil_loader(p))) for p in paths[:count]),
+        "decode_max_abs_levels": max(
+            int((load_image(p).int() - pil_to_tensor(load_rgb(p)).int()).abs().max()) for p in paths[:count]
+        ),
+        "eval_224": _compare(
+            (ours_eval(load_image(p, ours_eval.decode_size)), default_eval(pil_loader(p))) for p in paths[:count]
+        ),
         "train_224_same_seed": _compare(train_pair(i, p) for i, p in enumerate(paths[:count])),
         "eval_56_reduced_scale_vs_default": _compare(
-            (small_eval(load_image(p, small_eval.decode_size)), small_default(pil_loader(p))) for p in reduced),
+            (small_eval(load_image(p, small_eval.decode_size)), small_default(pil_loader(p))) for p in reduced
+        ),
         "eval_56_reduced_scale_vs_full_decode": _compare(
-            (small_eval(load_image(p, small_eval.decode_size)), small_eval(load_image(p))) for p in reduced),
-        "eval_56_full_decode_vs_default": _compare((small_eval(load_image(p)), small_default(pil_loader(p))) for p in reduced),
+            (small_eval(load_image(p, small_eval.decode_size)), small_eval(load_image(p))) for p in reduced
+        ),
+        "eval_56_full_decode_vs_default": _compare(
+            (small_eval(load_image(p)), small_default(pil_loader(p))) for p in reduced
+        ),
     }
 
 
@@ -248,7 +285,10 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
     def probabilities(image_loader) -> tuple[torch.Tensor, torch.Tensor]:
         val.loader = image_loader
         with torch.no_grad():
-            out = [(net(data.normalize(x)).softmax(1), y) for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)]
+            out = [
+                (net(data.normalize(x)).softmax(1), y)
+                for x, y in DataLoader(data.val_set, batch_size=100, num_workers=workers)
+            ]
         return torch.cat([p for p, _ in out]), torch.cat([y for _, y in out])
 
     reduced_p, labels = probabilities(partial(load_image, min_size=decode_size))
@@ -273,9 +313,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"folder holding {SUBSET}/")
     parser.add_argument("--images", type=int, default=800, help="training images per epoch")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs of each, taking turns")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers, one measurement each")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers, one measurement each"
+    )
     parser.add_argument("--check-images", type=int, default=100, help="images in each pixel comparison")
-    parser.add_argument("--accuracy-epochs", type=int, default=3, help="epochs of the accuracy check's net (0: no check)")
+    parser.add_argument(
+        "--accuracy-epochs", type=int, default=3, help="epochs of the accuracy check's net (0: no check)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "input_pipeline.json"))
     args = parser.parse_args(argv)
 
@@ -322,14 +366,32 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_table(report: dict) -> None:
-    rows = [(f"{key.split('_')[1]} DataLoader workers", r["default"]["images_per_second"], r["ours"]["images_per_second"], r["ratio"],
-             r["ours_cpu"]["images_per_second"], r["ratio_cpu"], r.get("decode_only", {}).get("images_per_second"))
-            for key, r in report.items() if key.startswith("workers_")]
-    print(f"\nInput pipeline, {report['images_per_epoch']} JPEGs to 224 px per epoch, batch {report['batch_size']}, "
-          f"median of {report['repeats']} epochs (images/second)")
-    print(format_table(["", "default", "ours (GPU run)", "ratio", "ours (CPU run)", "ratio", "our JPEG decoding alone"], rows))
-    print("ours (GPU run): the uint8 batches as the loader delivers them, normalised afterwards on the GPU; "
-          "ours (CPU run): the same batches normalised in this process, as on a CPU")
+    rows = [
+        (
+            f"{key.split('_')[1]} DataLoader workers",
+            r["default"]["images_per_second"],
+            r["ours"]["images_per_second"],
+            r["ratio"],
+            r["ours_cpu"]["images_per_second"],
+            r["ratio_cpu"],
+            r.get("decode_only", {}).get("images_per_second"),
+        )
+        for key, r in report.items()
+        if key.startswith("workers_")
+    ]
+    print(
+        f"\nInput pipeline, {report['images_per_epoch']} JPEGs to 224 px per epoch, batch {report['batch_size']}, "
+        f"median of {report['repeats']} epochs (images/second)"
+    )
+    print(
+        format_table(
+            ["", "default", "ours (GPU run)", "ratio", "ours (CPU run)", "ratio", "our JPEG decoding alone"], rows
+        )
+    )
+    print(
+        "ours (GPU run): the uint8 batches as the loader delivers them, normalised afterwards on the GPU; "
+        "ours (CPU run): the same batches normalised in this process, as on a CPU"
+    )
     px = report["pixels"]
     print(f"pixels (0-255 levels): JPEG decoding, ours against PIL: max {px['decode_max_abs_levels']}")
     for name, v in px.items():
@@ -337,10 +399,12 @@ def print_table(report: dict) -> None:
             print(f"  {name}: mean {v.get('mean_abs_levels')}, max {v.get('max_abs_levels')} ({v['images']} images)")
     acc = report.get("accuracy")
     if acc:
-        print(f"accuracy, {acc['net']}: val acc {acc['val_acc_reduced_scale_decoding']} with reduced-scale decoding "
-              f"({acc['val_images_decoded_at_reduced_scale']} of {acc['val_images']} images), {acc['val_acc_full_decoding']} "
-              f"with full-size decoding; predictions agree on {acc['prediction_agreement']:.1%}; class probabilities "
-              f"change by {acc['probability_change_mean']} on average, {acc['probability_change_max']} at most")
+        print(
+            f"accuracy, {acc['net']}: val acc {acc['val_acc_reduced_scale_decoding']} with reduced-scale decoding "
+            f"({acc['val_images_decoded_at_reduced_scale']} of {acc['val_images']} images), {acc['val_acc_full_decoding']} "
+            f"with full-size decoding; predictions agree on {acc['prediction_agreement']:.1%}; class probabilities "
+            f"change by {acc['probability_change_mean']} on average, {acc['probability_change_max']} at most"
+        )
 
 
 if __name__ == "__main__":

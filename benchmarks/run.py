@@ -31,10 +31,22 @@ from benchmarks.common import DEFAULT_DATA, REPO, RESULTS, format_table, machine
 # module, full-suite arguments, --quick arguments; settings short enough for the whole suite to fit
 # in about ten minutes on two busy cores (5.5 minutes measured on two quiet ones).
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "training_loop": ("benchmarks.cifar_loop", ["--epochs", "2"], ["--epochs", "1", "--limit", "2", "--num-workers", "0"]),
-    "input_pipeline": ("benchmarks.input_pipeline", [], ["--images", "32", "--repeats", "1", "--workers", "0", "--check-images", "4", "--accuracy-epochs", "1"]),
+    "training_loop": (
+        "benchmarks.cifar_loop",
+        ["--epochs", "2"],
+        ["--epochs", "1", "--limit", "2", "--num-workers", "0"],
+    ),
+    "input_pipeline": (
+        "benchmarks.input_pipeline",
+        [],
+        ["--images", "32", "--repeats", "1", "--workers", "0", "--check-images", "4", "--accuracy-epochs", "1"],
+    ),
     "compute": ("benchmarks.compute", [], ["--quick", "--nets", "simple_cnn"]),
-    "feature_cache": ("benchmarks.feature_cache", ["--epochs", "2", "--image-size", "64"], ["--epochs", "1", "--image-size", "32", "--num-workers", "0"]),
+    "feature_cache": (
+        "benchmarks.feature_cache",
+        ["--epochs", "2", "--image-size", "64"],
+        ["--epochs", "1", "--image-size", "32", "--num-workers", "0"],
+    ),
 }
 USES_DATA = {"training_loop", "input_pipeline", "feature_cache"}
 GOALS = {"training_loop": 0.97, "input_pipeline": 2.0}
@@ -56,53 +68,102 @@ def summary_rows(results: dict) -> list[dict]:
 
     def add(benchmark: str, measure: str, baseline_name: str, baseline, ours_name: str, ours, ratio, goal=None):
         entry = results[benchmark]
-        rows.append({
-            "benchmark": benchmark, "measure": measure, "baseline": baseline_name, "baseline_value": baseline,
-            "ours": ours_name, "ours_value": ours, "ratio": ratio, "goal": goal,
-            "met": None if goal is None else ratio >= goal,
-            "peak_rss_mib": entry["peak_rss_mib"], "wall_seconds": entry["wall_seconds"],
-        })
+        rows.append(
+            {
+                "benchmark": benchmark,
+                "measure": measure,
+                "baseline": baseline_name,
+                "baseline_value": baseline,
+                "ours": ours_name,
+                "ours_value": ours,
+                "ratio": ratio,
+                "goal": goal,
+                "met": None if goal is None else ratio >= goal,
+                "peak_rss_mib": entry["peak_rss_mib"],
+                "wall_seconds": entry["wall_seconds"],
+            }
+        )
 
     if "training_loop" in results and "report" in results["training_loop"]:
         r = results["training_loop"]["report"]
         paired = r.get("ratio_paired_batches_median")
         batches = len(r["ours"]["batch_seconds"])
-        add("training_loop", f"train img/s, AlexNet32 on CIFAR-10, {r['epochs']} epoch(s), {batches} batches of 128, data loading "
+        add(
+            "training_loop",
+            f"train img/s, AlexNet32 on CIFAR-10, {r['epochs']} epoch(s), {batches} batches of 128, data loading "
             f"included" + (f" (median of paired batch ratios: {paired})" if paired is not None else ""),
-            "plain loop", r["plain"]["images_per_second"], "ours", r["ours"]["images_per_second"],
-            r["ratio_images_per_second"], GOALS["training_loop"])
+            "plain loop",
+            r["plain"]["images_per_second"],
+            "ours",
+            r["ours"]["images_per_second"],
+            r["ratio_images_per_second"],
+            GOALS["training_loop"],
+        )
     if "input_pipeline" in results and "report" in results["input_pipeline"]:
         r = results["input_pipeline"]["report"]
         for key in (k for k in r if k.startswith("workers_")):
             workers = int(key.split("_")[1])
             where = "1 process, 1 thread" if workers == 0 else f"{workers} DataLoader workers"
-            for ours, ratio, normalised in (("ours", "ratio", "uint8 batches normalised on the GPU"),
-                                            ("ours_cpu", "ratio_cpu", "batches normalised on the CPU")):
-                add("input_pipeline", f"JPEG -> 224 px train img/s, {where}, {normalised}", "torchvision default",
-                    r[key]["default"]["images_per_second"], "ours", r[key][ours]["images_per_second"], r[key][ratio],
-                    GOALS["input_pipeline"])
+            for ours, ratio, normalised in (
+                ("ours", "ratio", "uint8 batches normalised on the GPU"),
+                ("ours_cpu", "ratio_cpu", "batches normalised on the CPU"),
+            ):
+                add(
+                    "input_pipeline",
+                    f"JPEG -> 224 px train img/s, {where}, {normalised}",
+                    "torchvision default",
+                    r[key]["default"]["images_per_second"],
+                    "ours",
+                    r[key][ours]["images_per_second"],
+                    r[key][ratio],
+                    GOALS["input_pipeline"],
+                )
     if "compute" in results and "report" in results["compute"]:
         for net in results["compute"]["report"]["nets"]:
             nchw, cl = net["nchw"], net["channels_last"]
-            add("compute", f"{net['net']}, batch {net['batch']}: training GFLOP/s (share of the "
-                f"{net['matmul_peak_gflops']} GFLOP/s matmul peak)", "NCHW", f"{nchw['gflops']} ({nchw['share_of_peak']:.0%})",
-                "channels_last", f"{cl['gflops']} ({cl['share_of_peak']:.0%})", net["channels_last_ratio"])
+            add(
+                "compute",
+                f"{net['net']}, batch {net['batch']}: training GFLOP/s (share of the "
+                f"{net['matmul_peak_gflops']} GFLOP/s matmul peak)",
+                "NCHW",
+                f"{nchw['gflops']} ({nchw['share_of_peak']:.0%})",
+                "channels_last",
+                f"{cl['gflops']} ({cl['share_of_peak']:.0%})",
+                net["channels_last_ratio"],
+            )
     if "feature_cache" in results and "report" in results["feature_cache"]:
         r = results["feature_cache"]["report"]
-        add("feature_cache", f"ResNet50 frozen backbone, {r['image_size']} px: median epoch s after the first",
-            "no cache", r["plain"]["median_epoch_seconds_after_first"], "cache",
-            r["cached"]["median_epoch_seconds_after_first"], r["ratio_median_epoch_after_first"])
+        add(
+            "feature_cache",
+            f"ResNet50 frozen backbone, {r['image_size']} px: median epoch s after the first",
+            "no cache",
+            r["plain"]["median_epoch_seconds_after_first"],
+            "cache",
+            r["cached"]["median_epoch_seconds_after_first"],
+            r["ratio_median_epoch_after_first"],
+        )
     return rows
 
 
 def print_summary(report: dict) -> None:
     m = report["machine"]
-    print(f"\nBenchmark suite ({'quick' if report['quick'] else 'full'}), {report['wall_seconds']:.0f} s on "
-          f"{m['cpu']}, {m['usable_cores']} cores, {m['torch_threads']} torch threads")
+    print(
+        f"\nBenchmark suite ({'quick' if report['quick'] else 'full'}), {report['wall_seconds']:.0f} s on "
+        f"{m['cpu']}, {m['usable_cores']} cores, {m['torch_threads']} torch threads"
+    )
     columns = ["benchmark", "measure", "baseline", "ours", "ours/baseline", "goal", "peak RSS MiB"]
-    rows = [(r["benchmark"], r["measure"], f"{r['baseline']}: {r['baseline_value']}", f"{r['ours']}: {r['ours_value']}",
-             r["ratio"], "" if r["goal"] is None else f">= {r['goal']} {'met' if r['met'] else 'NOT met'}",
-             r["peak_rss_mib"]) for r in report["summary"]]
+    rows = [
+        (
+            r["benchmark"],
+            r["measure"],
+            f"{r['baseline']}: {r['baseline_value']}",
+            f"{r['ours']}: {r['ours_value']}",
+            r["ratio"],
+            "" if r["goal"] is None else f">= {r['goal']} {'met' if r['met'] else 'NOT met'}",
+            r["peak_rss_mib"],
+        )
+        for r in report["summary"]
+    ]
     print(format_table(columns, rows))
     for name, entry in report["benchmarks"].items():
         if entry["status"] != 0:
@@ -119,8 +180,10 @@ def markdown(report: dict) -> str:
     ]
     for r in report["summary"]:
         goal = "" if r["goal"] is None else f"≥ {r['goal']} ({'met' if r['met'] else 'not met'})"
-        lines.append(f"| {r['benchmark']} | {r['measure']} | {r['baseline']}: {r['baseline_value']} | "
-                     f"{r['ours']}: {r['ours_value']} | {r['ratio']} | {goal} | {r['peak_rss_mib']:.0f} |")
+        lines.append(
+            f"| {r['benchmark']} | {r['measure']} | {r['baseline']}: {r['baseline_value']} | "
+            f"{r['ours']}: {r['ours_value']} | {r['ratio']} | {goal} | {r['peak_rss_mib']:.0f} |"
+        )
     compute = report["benchmarks"].get("compute", {}).get("report")
     if compute:
         lines += [
@@ -131,20 +194,27 @@ def markdown(report: dict) -> str:
         ]
         for n in compute["nets"]:
             nchw, cl = n["nchw"], n["channels_last"]
-            lines.append(f"| {n['net']} | {n['batch']} | {n['gflop_per_image']} | {nchw['images_per_second']} | "
-                         f"{nchw['gflops']} ({nchw['share_of_peak']:.0%}) | {cl['images_per_second']} | "
-                         f"{cl['gflops']} ({cl['share_of_peak']:.0%}) | {n['channels_last_ratio']} | "
-                         f"{n['matmul_gflops']['matmul_mkl']} / {n['matmul_gflops']['matmul_onednn']} |")
+            lines.append(
+                f"| {n['net']} | {n['batch']} | {n['gflop_per_image']} | {nchw['images_per_second']} | "
+                f"{nchw['gflops']} ({nchw['share_of_peak']:.0%}) | {cl['images_per_second']} | "
+                f"{cl['gflops']} ({cl['share_of_peak']:.0%}) | {n['channels_last_ratio']} | "
+                f"{n['matmul_gflops']['matmul_mkl']} / {n['matmul_gflops']['matmul_onednn']} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (synthetic images when absent)")
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="the shared data folder (synthetic images when absent)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks that everything runs")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
-    parser.add_argument("--out", default=None, help="JSON to write (default: benchmarks/results/latest.json, "
-                        "or latest_quick.json with --quick)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON to write (default: benchmarks/results/latest.json, or latest_quick.json with --quick)",
+    )
     parser.add_argument("--markdown", metavar="JSON", help="print the summary of a written result as Markdown and stop")
     args = parser.parse_args(argv)
     if args.markdown:

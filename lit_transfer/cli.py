@@ -18,8 +18,8 @@ from lit_transfer.callbacks import PredictionCSVWriter
 from lit_transfer.checkpointing import AtomicCheckpointIO, RNGStateCheckpoint, find_last_checkpoint
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
-from lit_transfer.reports import ValidationReport
 from lit_transfer.memory_format import ChannelsLast
+from lit_transfer.reports import ValidationReport
 from lit_transfer.safe_load import safe_load
 from lit_transfer.tasks.classifier import ImageClassifier
 
@@ -87,8 +87,12 @@ class LitTransferCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The data module knows its classes; the model gets them instead of the user typing them twice.
-        parser.link_arguments("data", "model.init_args.class_names", compute_fn=self._class_names, apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._num_classes, apply_on="instantiate")
+        parser.link_arguments(
+            "data", "model.init_args.class_names", compute_fn=self._class_names, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data", "model.init_args.num_classes", compute_fn=self._num_classes, apply_on="instantiate"
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

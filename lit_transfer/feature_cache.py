@@ -44,7 +44,9 @@ class FeatureCache:
     def attach(self, trainer: Trainer, net: ClassifierNet, device: torch.device) -> None:
         data = trainer.datamodule
         if data is None or not all(hasattr(data, split) for split in _SPLITS):
-            raise UserError("feature_cache needs one of lit_transfer's data modules (train and validation sets to cache)")
+            raise UserError(
+                "feature_cache needs one of lit_transfer's data modules (train and validation sets to cache)"
+            )
         if getattr(data, "augment", None) != "none":
             raise UserError(
                 f"feature_cache needs training images that are the same every epoch: set --data.augment none "
@@ -76,7 +78,9 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def compute_features(net: ClassifierNet, data: Any, dataset: Dataset, device: torch.device, forward_context) -> TensorDataset:
+def compute_features(
+    net: ClassifierNet, data: Any, dataset: Dataset, device: torch.device, forward_context
+) -> TensorDataset:
     """``(features, label)`` for each item of ``dataset``, in order, read through the data module's own
     evaluation loader (its workers and batch size); kept on the CPU."""
     was_training = net.training

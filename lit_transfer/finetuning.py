@@ -10,7 +10,8 @@ leaves out: the restored modules' ``requires_grad`` and the LR schedulers' per-g
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -134,7 +135,9 @@ class GradualUnfreezing(FeatureExtractor):
             add_group_to_schedulers(pl_module, optimizer, group)
             added.append(f"{group['name']} ({len(group['params'])} tensors, lr {group['lr']:.3g})")
         self.unfrozen += [name for name in modules if name not in self.unfrozen]
-        rank_zero_info(f"epoch {epoch}: unfroze {', '.join(modules)}; new optimizer groups: {', '.join(added) or 'none'}")
+        rank_zero_info(
+            f"epoch {epoch}: unfroze {', '.join(modules)}; new optimizer groups: {', '.join(added) or 'none'}"
+        )
 
 
 # Per-group state torch's schedulers keep in lists of their own (one entry per param group), besides
@@ -159,7 +162,9 @@ def add_group_to_schedulers(pl_module: LightningModule, optimizer: Optimizer, gr
         if scheduler.optimizer is not optimizer:
             continue
         if hasattr(scheduler, "_schedulers"):  # SequentialLR, ChainedScheduler
-            raise UserError(f"{type(scheduler).__name__} cannot take the parameter groups unfreezing adds: use a single scheduler")
+            raise UserError(
+                f"{type(scheduler).__name__} cannot take the parameter groups unfreezing adds: use a single scheduler"
+            )
         factory = getattr(pl_module, "lr_scheduler_factory", None)
         if factory is None:
             raise TypeError(f"{type(pl_module).__name__} has no lr_scheduler_factory to rebuild its scheduler with")

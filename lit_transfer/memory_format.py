@@ -17,7 +17,9 @@ from torch import Tensor
 
 
 def _to_channels_last(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, Tensor) and a.dim() == 4 else a for a in args)
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if isinstance(a, Tensor) and a.dim() == 4 else a for a in args
+    )
 
 
 def channels_last_pays(device_type: str, precision: str) -> bool:

@@ -27,8 +27,9 @@ config's module names to parameters, which neither torch nor Lightning offers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from torch import nn
 from torch.optim import Optimizer
@@ -83,14 +84,18 @@ def parse_param_groups(raw: Sequence[dict[str, Any]] | None, net: nn.Module) -> 
     for i, group in enumerate(raw or []):
         where = f"param_groups[{i}]"
         if not isinstance(group, dict):
-            raise UserError(f"{where} is {group!r}: expected a mapping such as {{name: head, modules: [head], lr: 1.0e-3}}")
+            raise UserError(
+                f"{where} is {group!r}: expected a mapping such as {{name: head, modules: [head], lr: 1.0e-3}}"
+            )
         options = dict(group)
         name, modules = options.pop("name", None), options.pop("modules", None)
         if not isinstance(name, str) or not name:
             raise UserError(f"{where} has no name: name every group (the name labels its learning rate in TensorBoard)")
         where = f"param group {name!r}"
         if name == DEFAULT_GROUP or name in {s.name for s in specs}:
-            raise UserError(f"{where}: the name is {'reserved for unnamed parameters' if name == DEFAULT_GROUP else 'used twice'}; pick another")
+            raise UserError(
+                f"{where}: the name is {'reserved for unnamed parameters' if name == DEFAULT_GROUP else 'used twice'}; pick another"
+            )
         if isinstance(modules, str):
             modules = [modules]
         if not modules:
@@ -119,7 +124,9 @@ def group_of(parameter_name: str, specs: Sequence[GroupSpec]) -> str:
     return best
 
 
-def optimizer_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], specs: Sequence[GroupSpec]) -> list[dict[str, Any]]:
+def optimizer_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], specs: Sequence[GroupSpec]
+) -> list[dict[str, Any]]:
     """The optimizer's param groups for the trainable ones of ``named_parameters`` (names relative to
     the net): one per configured group that has any, in config order, then ``default``."""
     params: dict[str, list[nn.Parameter]] = {spec.name: [] for spec in specs}

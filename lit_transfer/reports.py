@@ -7,7 +7,6 @@ does not depend on, so the two pictures are drawn here with Pillow.
 
 from __future__ import annotations
 
-import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw
@@ -33,7 +32,11 @@ def confusion_matrix_image(matrix: Tensor, class_names: list[str]) -> Tensor:
             box = (label_w + j * cell, top + i * cell, label_w + (j + 1) * cell, top + (i + 1) * cell)
             draw.rectangle(box, fill=(shade, shade, 255), outline="gray")
             if cell >= 24:
-                draw.text((box[0] + 3, box[1] + cell // 2 - 5), str(int(matrix[i, j])), fill="black" if shade > 128 else "white")
+                draw.text(
+                    (box[0] + 3, box[1] + cell // 2 - 5),
+                    str(int(matrix[i, j])),
+                    fill="black" if shade > 128 else "white",
+                )
     draw.text((label_w, 2), "predicted ->   (rows: true class)", fill="black")
     return F.pil_to_tensor(img)
 

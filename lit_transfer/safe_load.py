@@ -29,4 +29,6 @@ def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{what} {str(path)!r} cannot be read ({first}): it may be truncated or not a torch file") from err
+        raise UserError(
+            f"{what} {str(path)!r} cannot be read ({first}): it may be truncated or not a torch file"
+        ) from err

@@ -115,7 +115,9 @@ def torchvision_weights(name: str, net: nn.Module):
         try:
             member = get_weight(name)
         except (ValueError, KeyError):
-            raise UserError(f"unknown torchvision weights {name!r}: use one of {valid} or a path to a .pth file") from None
+            raise UserError(
+                f"unknown torchvision weights {name!r}: use one of {valid} or a path to a .pth file"
+            ) from None
         if enum is not None and type(member) is not enum:
             raise UserError(f"weights {name!r} are not for {model_name}: use one of {valid} or a path to a .pth file")
         return member
@@ -127,7 +129,9 @@ def torchvision_weights(name: str, net: nn.Module):
     try:
         return enum[name]
     except KeyError:
-        raise UserError(f"unknown weights {name!r} for {model_name}: use one of {valid} or a path to a .pth file") from None
+        raise UserError(
+            f"unknown weights {name!r} for {model_name}: use one of {valid} or a path to a .pth file"
+        ) from None
 
 
 def _valid_names(enum) -> str:
@@ -180,7 +184,9 @@ def unwrap_state_dict(obj, source: str) -> dict[str, Tensor]:
             break
     tensors = {_strip_wrappers(str(k)): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not tensors:
-        raise UserError(f"weights {source!r} hold no tensors (keys: {_some([str(k) for k in obj])}): save model.state_dict()")
+        raise UserError(
+            f"weights {source!r} hold no tensors (keys: {_some([str(k) for k in obj])}): save model.state_dict()"
+        )
     return tensors
 
 
@@ -212,9 +218,7 @@ def _align(source: dict[str, Tensor], target: dict[str, Tensor]) -> tuple[str, s
 
     def matches(strip: str, add: str) -> int:
         return sum(
-            1
-            for k, v in source.items()
-            if (t := target.get(add + k[len(strip) :])) is not None and t.shape == v.shape
+            1 for k, v in source.items() if (t := target.get(add + k[len(strip) :])) is not None and t.shape == v.shape
         )
 
     scored = [(matches(s, a), -len(s) - len(a), s, a) for s in strips for a in adds]

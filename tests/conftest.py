@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from lit_transfer.data.shapes import SHAPES, draw_shape
 
@@ -48,15 +47,24 @@ def class_folder(tmp_path: Path) -> Path:
 def tiny_demo_args(tmp_path: Path, *extra: str) -> list[str]:
     """Arguments that run configs/demo.yaml on a tiny generated shapes set inside ``tmp_path``."""
     return [
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--data.root", str(tmp_path / "shapes"),
-        "--data.train_per_class", "16",
-        "--data.val_per_class", "8",
-        "--data.batch_size", "16",
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.log_every_n_steps", "1",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(tmp_path / "shapes"),
+        "--data.train_per_class",
+        "16",
+        "--data.val_per_class",
+        "8",
+        "--data.batch_size",
+        "16",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
         *extra,
     ]
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import REPO, tiny_demo_args
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.plugins import MixedPrecision
@@ -29,6 +28,7 @@ from lit_transfer.accelerators import NPUAccelerator, NPUDDPStrategy, parse_npu_
 from lit_transfer.cli import LitTransferCLI
 from lit_transfer.errors import UserError
 from lit_transfer.memory_format import ChannelsLast, channels_last_pays
+from tests.conftest import REPO, tiny_demo_args
 
 
 class FakeStream:
@@ -147,8 +147,18 @@ def test_npu_is_registered_and_torch_npu_not_imported():
 
 @pytest.mark.parametrize(
     ("devices", "ids"),
-    [(1, [0]), (3, [0, 1, 2]), ("2", [0, 1]), (-1, [0, 1, 2, 3]), ("-1", [0, 1, 2, 3]), ("auto", [0, 1, 2, 3]),
-     ("0,2", [0, 2]), ("3,", [3]), ([1, 3], [1, 3]), ("[2]", [2])],
+    [
+        (1, [0]),
+        (3, [0, 1, 2]),
+        ("2", [0, 1]),
+        (-1, [0, 1, 2, 3]),
+        ("-1", [0, 1, 2, 3]),
+        ("auto", [0, 1, 2, 3]),
+        ("0,2", [0, 2]),
+        ("3,", [3]),
+        ([1, 3], [1, 3]),
+        ("[2]", [2]),
+    ],
 )
 @npu_structural()
 def test_parse_npu_ids(devices, ids):
@@ -157,10 +167,19 @@ def test_parse_npu_ids(devices, ids):
     assert NPUAccelerator.get_parallel_devices(ids) == [torch.device("npu", i) for i in ids]
 
 
-@pytest.mark.parametrize(("devices", "message"), [
-    (5, "asked for 5 NPUs but 4 are visible"), ([4], "no NPU with id 4"), ("0,0", "repeated"), (0, "positive count"),
-    ("two", "expected a count"), (True, "expected a count"), ([], "no NPU is visible"), (-2, "positive count"),
-])
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [
+        (5, "asked for 5 NPUs but 4 are visible"),
+        ([4], "no NPU with id 4"),
+        ("0,0", "repeated"),
+        (0, "positive count"),
+        ("two", "expected a count"),
+        (True, "expected a count"),
+        ([], "no NPU is visible"),
+        (-2, "positive count"),
+    ],
+)
 @npu_structural()
 def test_parse_npu_ids_refuses(devices, message):
     """Structural: impossible device requests are a UserError naming the problem."""
@@ -245,13 +264,17 @@ def test_npu_ddp_strategy_from_class_path(tmp_path):
 @npu_structural()
 def test_ddp_strategy_names_keep_their_options(tmp_path):
     """Structural: every ddp name maps to NPUDDPStrategy with Lightning's start method and options."""
-    kwargs = prepare_trainer_kwargs({"accelerator": "npu", "devices": 2, "strategy": "ddp_spawn_find_unused_parameters_true"})
+    kwargs = prepare_trainer_kwargs(
+        {"accelerator": "npu", "devices": 2, "strategy": "ddp_spawn_find_unused_parameters_true"}
+    )
     strategy = kwargs["strategy"]
     assert isinstance(strategy, NPUDDPStrategy)
     assert strategy._start_method == "spawn"
     assert strategy._ddp_kwargs == {"find_unused_parameters": True}
     assert isinstance(prepare_trainer_kwargs({"accelerator": "npu", "devices": 2})["strategy"], NPUDDPStrategy)
-    assert isinstance(prepare_trainer_kwargs({"accelerator": "npu", "devices": 1, "num_nodes": 2})["strategy"], NPUDDPStrategy)
+    assert isinstance(
+        prepare_trainer_kwargs({"accelerator": "npu", "devices": 1, "num_nodes": 2})["strategy"], NPUDDPStrategy
+    )
 
 
 @npu_structural()
@@ -291,7 +314,10 @@ def test_auto_picks_the_npu_only_when_it_is_there(monkeypatch):
 
 def test_other_accelerators_pass_unchanged():
     """cpu/gpu arguments are Lightning's business: prepare_trainer_kwargs leaves them alone."""
-    for kwargs in ({"accelerator": "cpu", "precision": "bf16-mixed"}, {"accelerator": "gpu", "devices": 2, "strategy": "fsdp"}):
+    for kwargs in (
+        {"accelerator": "cpu", "precision": "bf16-mixed"},
+        {"accelerator": "gpu", "devices": 2, "strategy": "fsdp"},
+    ):
         assert prepare_trainer_kwargs(kwargs) == kwargs
     assert "torch_npu" not in sys.modules
 
@@ -313,14 +339,23 @@ def test_npu_without_a_device_is_a_clear_error(run_cli, capsys, tmp_path):
     assert "sees no NPU device" in line
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--trainer.devices", "[7]"], "no NPU with id 7"),
-    (["--trainer.devices", "2", "--trainer.strategy", "fsdp"], "fsdp is not supported with --trainer.accelerator npu"),
-    (["--trainer.devices", "2", "--trainer.strategy", "deepspeed_stage_2"], "deepspeed_stage_2 is not supported"),
-    (["--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.FSDPStrategy"}'], "FSDPStrategy is not supported"),
-    (["--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.DDPStrategy"}'], "use the name 'ddp'"),
-    (["--trainer.strategy", "ddp_npu"], "not a known strategy"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trainer.devices", "[7]"], "no NPU with id 7"),
+        (
+            ["--trainer.devices", "2", "--trainer.strategy", "fsdp"],
+            "fsdp is not supported with --trainer.accelerator npu",
+        ),
+        (["--trainer.devices", "2", "--trainer.strategy", "deepspeed_stage_2"], "deepspeed_stage_2 is not supported"),
+        (
+            ["--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.FSDPStrategy"}'],
+            "FSDPStrategy is not supported",
+        ),
+        (["--trainer.strategy", '{"class_path": "lightning.pytorch.strategies.DDPStrategy"}'], "use the name 'ddp'"),
+        (["--trainer.strategy", "ddp_npu"], "not a known strategy"),
+    ],
+)
 @npu_structural()
 def test_npu_user_mistakes(run_cli, capsys, tmp_path, flags, message):
     """Structural: bad NPU ids and strategies without NPU support end in one line and exit 2."""
@@ -328,11 +363,14 @@ def test_npu_user_mistakes(run_cli, capsys, tmp_path, flags, message):
     assert message in line
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--trainer.accelerator", "npx"], "invalid accelerator name"),
-    (["--trainer.accelerator", "cpu", "--trainer.devices", "0"], "not a valid input"),
-    (["--trainer.accelerator", "cpu", "--trainer.strategy", "nonsense"], "invalid strategy name"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trainer.accelerator", "npx"], "invalid accelerator name"),
+        (["--trainer.accelerator", "cpu", "--trainer.devices", "0"], "not a valid input"),
+        (["--trainer.accelerator", "cpu", "--trainer.strategy", "nonsense"], "invalid strategy name"),
+    ],
+)
 def test_lightning_flag_errors_are_one_line(run_cli, capsys, tmp_path, flags, message):
     line = exit_message(run_cli, capsys, "fit", *tiny_demo_args(tmp_path, *flags))
     assert message in line
@@ -402,8 +440,15 @@ def test_channels_last_cli_option(run_cli, tmp_path, flag, nhwc):
 
 @pytest.mark.parametrize(
     "device, precision, pays",
-    [("cpu", "32-true", True), ("cpu", "bf16-mixed", True), ("cuda", "16-mixed", True), ("cuda", "bf16-mixed", True),
-     ("cuda", "32-true", False), ("npu", "16-mixed", False), ("mps", "32-true", False)],
+    [
+        ("cpu", "32-true", True),
+        ("cpu", "bf16-mixed", True),
+        ("cuda", "16-mixed", True),
+        ("cuda", "bf16-mixed", True),
+        ("cuda", "32-true", False),
+        ("npu", "16-mixed", False),
+        ("mps", "32-true", False),
+    ],
 )
 def test_auto_channels_last_only_where_it_pays(device, precision, pays):
     assert channels_last_pays(device, precision) is pays
@@ -415,8 +460,18 @@ def test_auto_channels_last_only_where_it_pays(device, precision, pays):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_gpu_mixed_precision_fit(run_cli, tmp_path, precision):
-    flags = ["--trainer.max_epochs", "1", "--trainer.accelerator", "gpu", "--trainer.devices", "1",
-             "--trainer.precision", precision, "--channels_last.enabled", "true"]
+    flags = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.accelerator",
+        "gpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.precision",
+        precision,
+        "--channels_last.enabled",
+        "true",
+    ]
     cli = run_cli("fit", *tiny_demo_args(tmp_path, *flags))
     assert cli.trainer.strategy.root_device.type == "cuda"
     assert cli.trainer.precision_plugin.device == "cuda"
@@ -431,7 +486,19 @@ def _real_npu() -> bool:
 
 @pytest.mark.skipif(not _real_npu(), reason="needs an Ascend NPU with torch_npu")
 def test_npu_mixed_precision_fit(run_cli, tmp_path):
-    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.accelerator", "npu",
-                                         "--trainer.devices", "1", "--trainer.precision", "16-mixed"))
+    cli = run_cli(
+        "fit",
+        *tiny_demo_args(
+            tmp_path,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.accelerator",
+            "npu",
+            "--trainer.devices",
+            "1",
+            "--trainer.precision",
+            "16-mixed",
+        ),
+    )
     assert cli.trainer.strategy.root_device.type == "npu"
     assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])

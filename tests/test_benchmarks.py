@@ -12,7 +12,9 @@ from benchmarks import run
 
 def test_the_suite_falls_back_to_synthetic_data_and_writes_its_json(tmp_path, capsys):
     out = tmp_path / "result.json"
-    report = run.main(["--quick", "--data", str(tmp_path / "absent"), "--only", "input_pipeline", "compute", "--out", str(out)])
+    report = run.main(
+        ["--quick", "--data", str(tmp_path / "absent"), "--only", "input_pipeline", "compute", "--out", str(out)]
+    )
 
     printed = capsys.readouterr().out
     assert "synthetic images" in printed and "SYNTHETIC" in report["benchmarks"]["input_pipeline"]["report"]["data"]

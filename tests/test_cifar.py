@@ -17,7 +17,6 @@ from lit_transfer.data import CIFARDataModule, ImageFolderDataModule
 from lit_transfer.data.presets import CIFAR_MEAN, CIFAR_STD
 from lit_transfer.errors import UserError
 from lit_transfer.nets import AlexNet32
-
 from tests.conftest import REPO, SHARED_DATA, write_image_folder
 
 CONFIG = str(REPO / "configs" / "cifar10_alexnet.yaml")
@@ -63,12 +62,18 @@ def fake_cifar10(tmp_path: Path, skip_md5) -> Path:
 
 def cli_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
-        "--config", CONFIG,
-        "--data.root", str(root),
-        "--data.num_workers", "0",
-        "--trainer.default_root_dir", str(tmp_path / "runs"),
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
+        "--config",
+        CONFIG,
+        "--data.root",
+        str(root),
+        "--data.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(tmp_path / "runs"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
         *extra,
     ]
 
@@ -222,13 +227,20 @@ def test_one_cycle_ends_on_the_last_batch(fake_cifar10, tmp_path, max_epochs):
             tmp_path,
             # The task's optimizer, schedule, data and trainer with a small net: the schedule does
             # not depend on the net, and 67M parameters make each SGD step slow on a CPU.
-            "--model.net", "lit_transfer.nets.SimpleCNN",
-            "--data.batch_size", "4",
-            "--trainer.max_epochs", str(max_epochs),
-            "--trainer.limit_train_batches", str(batches),
-            "--trainer.limit_val_batches", "1",
-            "--checkpoint.save_top_k", "0",
-            "--checkpoint.save_last", "false",
+            "--model.net",
+            "lit_transfer.nets.SimpleCNN",
+            "--data.batch_size",
+            "4",
+            "--trainer.max_epochs",
+            str(max_epochs),
+            "--trainer.limit_train_batches",
+            str(batches),
+            "--trainer.limit_val_batches",
+            "1",
+            "--checkpoint.save_top_k",
+            "0",
+            "--checkpoint.save_last",
+            "false",
         ),
         run=False,
     )
@@ -269,7 +281,9 @@ def test_our_training_steps_are_the_plain_loops(fake_cifar10, tmp_path):
     )
     for i in range(steps):
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(xs[i * batch : (i + 1) * batch]), ys[i * batch : (i + 1) * batch]).backward()
+        torch.nn.functional.cross_entropy(
+            net(xs[i * batch : (i + 1) * batch]), ys[i * batch : (i + 1) * batch]
+        ).backward()
         optimizer.step()
         scheduler.step()
 
@@ -277,10 +291,14 @@ def test_our_training_steps_are_the_plain_loops(fake_cifar10, tmp_path):
         args=cli_args(
             fake_cifar10,
             tmp_path,
-            "--model.net", "lit_transfer.nets.SimpleCNN",
-            "--model.net.init_args.dropout", "0",
-            "--trainer.max_epochs", "1",
-            "--checkpoint.save_top_k", "0",
+            "--model.net",
+            "lit_transfer.nets.SimpleCNN",
+            "--model.net.init_args.dropout",
+            "0",
+            "--trainer.max_epochs",
+            "1",
+            "--checkpoint.save_top_k",
+            "0",
         ),
         run=False,
     )

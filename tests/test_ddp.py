@@ -29,7 +29,12 @@ def run_module(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     # One thread per process: two DDP processes share the CPU cores instead of fighting over them.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [sys.executable, "-m", "lit_transfer", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "lit_transfer", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -78,8 +83,19 @@ def test_ddp_two_cpu_processes_fit(tmp_path, run_cli):
     one run folder with one best checkpoint, and the logged validation metrics cover the whole
     validation set (synchronised across the processes, not rank 0's half of it)."""
     data = ["--data.root", str(tmp_path / "shapes"), "--data.train_per_class", "30", "--data.val_per_class", "10"]
-    run_module("fit", *DEMO, *data, *DDP_CPU, *QUIET, "--data.batch_size", "16", "--trainer.max_epochs", "2",
-               "--trainer.default_root_dir", str(tmp_path))
+    run_module(
+        "fit",
+        *DEMO,
+        *data,
+        *DDP_CPU,
+        *QUIET,
+        "--data.batch_size",
+        "16",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
     version = one_version(tmp_path)
     assert len(list((version / "checkpoints").glob("best-*.ckpt"))) == 1
     scalars = logged_scalars(version)
@@ -88,8 +104,16 @@ def test_ddp_two_cpu_processes_fit(tmp_path, run_cli):
     # One process re-validates the last weights on the whole validation set: the numbers DDP logged.
     last = version / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
-    cli = run_cli("validate", *DEMO, *data, *QUIET, "--ckpt_path", str(last),
-                  "--trainer.default_root_dir", str(tmp_path / "check"))
+    cli = run_cli(
+        "validate",
+        *DEMO,
+        *data,
+        *QUIET,
+        "--ckpt_path",
+        str(last),
+        "--trainer.default_root_dir",
+        str(tmp_path / "check"),
+    )
     metrics = cli.trainer.callback_metrics
     assert float(metrics["val/acc"]) == pytest.approx(scalars["val/acc"][-1], abs=1e-6)
     assert float(metrics["val/loss"]) == pytest.approx(scalars["val/loss"][-1], rel=1e-4)
@@ -100,12 +124,17 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
 
     from lit_transfer.callbacks import PredictionCSVWriter
 
-    torch.distributed.init_process_group("gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2)
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2
+    )
     # DistributedSampler over 5 images: rank 0 gets 0, 2, 4; rank 1 gets 1, 3 and image 0 again as padding.
     indices = [[0, 2], [4]] if rank == 0 else [[1, 3], [0]]
     predictions = [
-        {"paths": [f"img{i}.png" for i in batch], "class_names": [f"class{i}" for i in batch],
-         "probabilities": torch.tensor([0.5] * len(batch))}
+        {
+            "paths": [f"img{i}.png" for i in batch],
+            "class_names": [f"class{i}" for i in batch],
+            "probabilities": torch.tensor([0.5] * len(batch)),
+        }
         for batch in indices
     ]
     trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder)
@@ -137,8 +166,10 @@ def test_ddp_reaches_the_single_process_accuracy(tmp_path):
     """The demo in one process and in two DDP processes (same 64 images per step) land in the same accuracy
     band (>= 0.9 val/acc), and a DDP predict writes one complete CSV."""
     accuracy = {}
-    for name, flags in (("single", ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]),
-                        ("ddp", [*DDP_CPU, "--data.batch_size", "32"])):
+    for name, flags in (
+        ("single", ["--trainer.accelerator", "cpu", "--trainer.devices", "1"]),
+        ("ddp", [*DDP_CPU, "--data.batch_size", "32"]),
+    ):
         root = tmp_path / name
         run_module("fit", *DEMO, *flags, *QUIET, "--trainer.default_root_dir", str(root))
         accuracy[name] = logged_scalars(one_version(root))["val/acc"][-1]
@@ -148,8 +179,18 @@ def test_ddp_reaches_the_single_process_accuracy(tmp_path):
     # A two-process predict writes one CSV with every image.
     best = next((one_version(tmp_path / "ddp") / "checkpoints").glob("best-*.ckpt"))
     predict_root, out = DEMO_DATA / "val" / "circle", tmp_path / "predict"
-    run_module("predict", *DEMO, *DDP_CPU, *QUIET, "--ckpt_path", str(best), "--data.predict_root", str(predict_root),
-               "--trainer.default_root_dir", str(out))
+    run_module(
+        "predict",
+        *DEMO,
+        *DDP_CPU,
+        *QUIET,
+        "--ckpt_path",
+        str(best),
+        "--data.predict_root",
+        str(predict_root),
+        "--trainer.default_root_dir",
+        str(out),
+    )
     files = list(out.glob("predictions*.csv"))
     assert len(files) == 1
     with open(files[0], newline="") as f:

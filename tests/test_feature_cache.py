@@ -52,15 +52,25 @@ class CountImages:
 def fit_head(data_root: Path, tmp_path: Path, feature_cache: bool, epochs: int = 3):
     seed_everything(0)
     model = FineTuneClassifier(
-        net=partial(TorchvisionNet, name="resnet18"), num_classes=3, finetune="feature_extractor",
-        feature_cache=feature_cache, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+        net=partial(TorchvisionNet, name="resnet18"),
+        num_classes=3,
+        finetune="feature_extractor",
+        feature_cache=feature_cache,
+        optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
     )
     counter = CountImages()
     model.net.model.conv1.register_forward_pre_hook(counter)
-    data = ImageFolderDataModule(str(data_root), batch_size=8, num_workers=0, image_size=32, resize_size=32, augment="none")
+    data = ImageFolderDataModule(
+        str(data_root), batch_size=8, num_workers=0, image_size=32, resize_size=32, augment="none"
+    )
     trainer = Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=data)
     return model, trainer, counter.seen
@@ -75,7 +85,9 @@ def test_cached_features_train_the_same_head_reading_each_image_once(class_folde
         assert torch.allclose(cached.net.state_dict()[key], value, atol=1e-5), key
     assert not torch.equal(cached.net.model.fc.weight, TorchvisionNet(3, name="resnet18").model.fc.weight)
     for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
-        assert cached_trainer.callback_metrics[name] == pytest.approx(plain_trainer.callback_metrics[name].item(), abs=1e-5)
+        assert cached_trainer.callback_metrics[name] == pytest.approx(
+            plain_trainer.callback_metrics[name].item(), abs=1e-5
+        )
     # After the fit the model and the data module are back on images.
     assert not cached.cached_features.active
     assert cached_trainer.datamodule.train_set[0][0].shape == (3, 32, 32)
@@ -84,8 +96,18 @@ def test_cached_features_train_the_same_head_reading_each_image_once(class_folde
 
 def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(run_cli, class_folder, tmp_path):
     args = tiny_task_args(
-        class_folder, tmp_path, "--model.finetune", "feature_extractor", "--data.augment", "none",
-        "--model.feature_cache", "true", "--trainer.max_epochs", "2", "--last_checkpoint.save_top_k", "1",
+        class_folder,
+        tmp_path,
+        "--model.finetune",
+        "feature_extractor",
+        "--data.augment",
+        "none",
+        "--model.feature_cache",
+        "true",
+        "--trainer.max_epochs",
+        "2",
+        "--last_checkpoint.save_top_k",
+        "1",
     )
     cli = run_cli(*args)
     events = EventAccumulator(str(cli.trainer.log_dir)).Reload()
@@ -96,8 +118,17 @@ def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(
     assert set(state) == {f"net.{k}" for k in cli.model.net.state_dict()}  # backbone and head
     assert torch.equal(state["net.model.fc.weight"], cli.model.net.model.fc.weight)
 
-    run_cli("predict", "--ckpt_path", str(last), "--data.predict_root", str(class_folder / "circle"),
-            "--trainer.default_root_dir", str(tmp_path / "predict"), "--trainer.enable_progress_bar", "false")
+    run_cli(
+        "predict",
+        "--ckpt_path",
+        str(last),
+        "--data.predict_root",
+        str(class_folder / "circle"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "predict"),
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     rows = list(csv.DictReader(next((tmp_path / "predict").glob("predictions-*.csv")).open()))
     assert len(rows) == 10 and {r["class_name"] for r in rows} <= {"circle", "square", "triangle"}
 
@@ -107,8 +138,14 @@ def test_the_cache_needs_a_frozen_backbone_and_unaugmented_images(run_cli, class
     with pytest.raises(UserError, match="stays frozen"):
         FineTuneClassifier(net=net, num_classes=2, feature_cache=True)
     with pytest.raises(UserError, match="stays frozen"):
-        FineTuneClassifier(net=net, num_classes=2, finetune="feature_extractor", unfreeze={1: ["layer4"]}, feature_cache=True)
+        FineTuneClassifier(
+            net=net, num_classes=2, finetune="feature_extractor", unfreeze={1: ["layer4"]}, feature_cache=True
+        )
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(*tiny_task_args(class_folder, tmp_path, "--model.finetune", "feature_extractor", "--model.feature_cache", "true"))
+        run_cli(
+            *tiny_task_args(
+                class_folder, tmp_path, "--model.finetune", "feature_extractor", "--model.feature_cache", "true"
+            )
+        )
     assert exit_info.value.code == 2
     assert "set --data.augment none (now 'imagenet')" in capsys.readouterr().err

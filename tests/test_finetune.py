@@ -42,12 +42,20 @@ def changed_keys(before: dict[str, torch.Tensor], net: torch.nn.Module) -> set[s
 
 
 def fit_a_few_steps(net, data_root: Path, finetune: str, tmp_path: Path, weights: str | None = None, steps: int = 3):
-    model = FineTuneClassifier(net=net, num_classes=3, weights=weights, finetune=finetune, optimizer=partial(torch.optim.Adam, lr=1e-2))
+    model = FineTuneClassifier(
+        net=net, num_classes=3, weights=weights, finetune=finetune, optimizer=partial(torch.optim.Adam, lr=1e-2)
+    )
     data = ImageFolderDataModule(str(data_root), batch_size=8, num_workers=0, image_size=64, augment="flip")
     snapshot = Snapshot()
     trainer = Trainer(
-        max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[snapshot], default_root_dir=tmp_path,
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[snapshot],
+        default_root_dir=tmp_path,
     )
     trainer.fit(model, datamodule=data)
     return model, trainer, snapshot
@@ -78,7 +86,9 @@ def test_feature_extractor_on_a_pretrained_torchvision_resnet(split_folder, tmp_
     source = torchvision.models.resnet18(weights=None)
     torch.save(source.state_dict(), tmp_path / "resnet18.pth")
     net = partial(TorchvisionNet, name="resnet18")
-    model, _, snapshot = fit_a_few_steps(net, split_folder, "feature_extractor", tmp_path, weights=str(tmp_path / "resnet18.pth"), steps=2)
+    model, _, snapshot = fit_a_few_steps(
+        net, split_folder, "feature_extractor", tmp_path, weights=str(tmp_path / "resnet18.pth"), steps=2
+    )
     assert model.weights_report is not None and len(model.weights_report.loaded) == len(source.state_dict()) - 2
     assert torch.equal(snapshot.before["model.layer1.0.bn1.running_mean"], source.layer1[0].bn1.running_mean)
     assert changed_keys(snapshot.before, model.net) == {"model.fc.weight", "model.fc.bias"}
@@ -107,13 +117,35 @@ def alexnet_pth(tmp_path_factory) -> Path:
 def tiny_task_args(split_folder: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The task config at 64 px on tiny data, two steps, no checkpoint files (AlexNet's are 0.7 GB)."""
     return [
-        "fit", "--config", CONFIG,
-        "--data.root", str(split_folder), "--data.image_size", "64", "--data.resize_size", "72",
-        "--data.num_workers", "0", "--data.batch_size", "8",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false",
+        "fit",
+        "--config",
+        CONFIG,
+        "--data.root",
+        str(split_folder),
+        "--data.image_size",
+        "64",
+        "--data.resize_size",
+        "72",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",
+        "--checkpoint.save_last",
+        "false",
         *extra,
     ]
 
@@ -130,10 +162,18 @@ def test_both_head_modes_train_through_the_cli(run_cli, split_folder, tmp_path, 
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
     # append + feature_extractor: the 1000-way output stays, Linear(1000, 3) is the only thing that trains.
-    cli = run_cli(*tiny_task_args(
-        split_folder, tmp_path / "append", "--model.weights", str(alexnet_pth),
-        "--model.net.init_args.head", "append", "--model.finetune", "feature_extractor",
-    ))
+    cli = run_cli(
+        *tiny_task_args(
+            split_folder,
+            tmp_path / "append",
+            "--model.weights",
+            str(alexnet_pth),
+            "--model.net.init_args.head",
+            "append",
+            "--model.finetune",
+            "feature_extractor",
+        )
+    )
     net = cli.model.net
     assert cli.trainer.global_step == 2 and net.head_name == "head"
     assert net(torch.randn(1, 3, 64, 64)).shape == (1, 3)
@@ -153,7 +193,12 @@ def test_resuming_from_a_checkpoint_does_not_need_the_pretrained_weights(run_cli
         raise urllib.error.URLError("offline")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    small = ["--model.net.class_path", "lit_transfer.nets.TorchvisionNet", "--model.net.init_args.name", "mobilenet_v3_small"]
+    small = [
+        "--model.net.class_path",
+        "lit_transfer.nets.TorchvisionNet",
+        "--model.net.init_args.name",
+        "mobilenet_v3_small",
+    ]
     args = tiny_task_args(split_folder, tmp_path, *small, "--model.weights", "null", "--checkpoint.save_last", "true")
     first = run_cli(*args)
     last = Path(first.trainer.checkpoint_callback.last_model_path)

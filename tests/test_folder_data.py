@@ -75,7 +75,9 @@ def test_empty_class_folder_and_class_mismatch_are_clear_errors(split_folder):
     (split_folder / "val" / "hexagon").mkdir()
     with pytest.raises(UserError, match="hexagon' holds no image files"):
         module(split_folder).class_names
-    (split_folder / "val" / "hexagon" / "h.png").write_bytes((split_folder / "val" / "circle").iterdir().__next__().read_bytes())
+    (split_folder / "val" / "hexagon" / "h.png").write_bytes(
+        (split_folder / "val" / "circle").iterdir().__next__().read_bytes()
+    )
     with pytest.raises(UserError, match=r"class folders differ between train/ .* and val/"):
         module(split_folder).class_names
 
@@ -111,14 +113,18 @@ data:
     std: [0.2, 0.2, 0.2]
 """
     )
-    cli = run_cli("fit", "--config", str(config), "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path))
+    cli = run_cli(
+        "fit", "--config", str(config), "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)
+    )
     evaluation = {type(t): t for t in cli.datamodule.val_set.transform.transforms}
     assert list(evaluation[T.Resize].size) == [48] and list(evaluation[T.CenterCrop].size) == [40, 40]
     assert cli.datamodule.normalize.mean == (0.5, 0.4, 0.3) and cli.datamodule.normalize.std == (0.2, 0.2, 0.2)
     image, _ = cli.datamodule.train_set[0]
     assert image.shape == (3, 40, 40) and image.dtype == torch.uint8
     batch = torch.stack([image, image])
-    torch.testing.assert_close(cli.datamodule.normalize(batch)[0, 2], (image[2].float() / 255 - 0.3) / 0.2, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        cli.datamodule.normalize(batch)[0, 2], (image[2].float() / 255 - 0.3) / 0.2, rtol=0, atol=1e-5
+    )
 
 
 # -- every image becomes RGB ---------------------------------------------------------------------
@@ -201,15 +207,35 @@ def test_bad_files_are_skipped_counted_and_listed_before_training(run_cli, split
         data.setup("fit")
     assert any("square/empty.jpg (empty file)" in str(w.message) for w in warned)
     assert len(data.train_set) == 25  # 24 + the good JPEG
-    assert {p for p, _ in data.skipped} == {str(p) for p in bad.values()} | {str(split_folder / "val" / "circle" / "broken.png")}
+    assert {p for p, _ in data.skipped} == {str(p) for p in bad.values()} | {
+        str(split_folder / "val" / "circle" / "broken.png")
+    }
 
     # Through the CLI: the run goes on and the list lands in the run folder.
     cli = run_cli(
-        "fit", "--model", "lit_transfer.tasks.ImageClassifier", "--model.net", "lit_transfer.nets.SimpleCNN",
-        "--model.net.init_args.width", "8", "--data", "lit_transfer.data.ImageFolderDataModule",
-        "--data.root", str(split_folder), "--data.image_size", "32", "--data.num_workers", "0",
-        "--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
-        "--trainer.enable_progress_bar", "false",
+        "fit",
+        "--model",
+        "lit_transfer.tasks.ImageClassifier",
+        "--model.net",
+        "lit_transfer.nets.SimpleCNN",
+        "--model.net.init_args.width",
+        "8",
+        "--data",
+        "lit_transfer.data.ImageFolderDataModule",
+        "--data.root",
+        str(split_folder),
+        "--data.image_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.enable_progress_bar",
+        "false",
     )
     assert cli.trainer.global_step == 4  # ceil(25 / 8): every readable training image was used
     listing = Path(cli.trainer.log_dir) / SKIPPED_IMAGES_FILE
@@ -222,7 +248,10 @@ def test_a_class_with_only_unreadable_files_is_a_clear_error(split_folder):
     for path in (split_folder / "val" / "circle").iterdir():
         path.write_bytes(b"")
     data = module(split_folder)
-    with pytest.warns(UserWarning, match="skipped 4"), pytest.raises(UserError, match="Found no valid file for the classes circle"):
+    with (
+        pytest.warns(UserWarning, match="skipped 4"),
+        pytest.raises(UserError, match="Found no valid file for the classes circle"),
+    ):
         data.setup("fit")
 
 

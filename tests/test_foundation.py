@@ -82,10 +82,14 @@ def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, 
     # from the checkpoint.
     cli = run_cli(
         "predict",
-        "--ckpt_path", str(ckpt),
-        "--data.predict_root", str(folder),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
+        "--ckpt_path",
+        str(ckpt),
+        "--data.predict_root",
+        str(folder),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
     )
     out = capsys.readouterr().out
     (csv_path,) = tmp_path.glob("predictions-*.csv")
@@ -106,7 +110,10 @@ def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, 
         (["--config", "configs/does_not_exist.yaml"], "does_not_exist.yaml"),
         (["--data.class_path", "lit_transfer.data.NoSuchData"], "unknown class_path"),
         (["--model.init_args.net.class_path", "lit_transfer.nets.NoSuchNet"], "unknown class_path"),
-        (["--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", "/no/such/folder"], "/no/such/folder"),
+        (
+            ["--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", "/no/such/folder"],
+            "/no/such/folder",
+        ),
         (["--ckpt_path", "/no/such.ckpt"], "/no/such.ckpt"),
     ],
 )
@@ -132,9 +139,13 @@ def test_demo_config_reaches_90_percent(tmp_path, run_cli):
     """The README demo exactly as configured (its own data size and epochs), in a scratch folder."""
     cli = run_cli(
         "fit",
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--data.root", str(tmp_path / "shapes"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--data.root",
+        str(tmp_path / "shapes"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
     )
     assert cli.trainer.callback_metrics["val/acc"].item() >= 0.90

@@ -18,12 +18,33 @@ CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
 def task_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The task config from random weights at 64 px (AlexNet's smallest comfortable size)."""
     return [
-        "fit", "--config", CONFIG, "--model.weights", "null",
-        "--data.root", str(root), "--data.download", "false",
-        "--data.image_size", "64", "--data.resize_size", "72", "--data.num_workers", "2",
-        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--checkpoint.save_top_k", "0", "--checkpoint.save_last", "false",
+        "fit",
+        "--config",
+        CONFIG,
+        "--model.weights",
+        "null",
+        "--data.root",
+        str(root),
+        "--data.download",
+        "false",
+        "--data.image_size",
+        "64",
+        "--data.resize_size",
+        "72",
+        "--data.num_workers",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",
+        "--checkpoint.save_last",
+        "false",
         *extra,
     ]
 
@@ -57,10 +78,18 @@ def test_a_corrupt_jpeg_and_an_empty_file_are_skipped_and_listed(run_cli, tmp_pa
     empty = copy / "val" / "ants" / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.warns(UserWarning) as warned:
-        cli = run_cli(*task_args(
-            copy, tmp_path / "run", "--model.finetune", "feature_extractor",
-            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        ))
+        cli = run_cli(
+            *task_args(
+                copy,
+                tmp_path / "run",
+                "--model.finetune",
+                "feature_extractor",
+                "--trainer.limit_train_batches",
+                "2",
+                "--trainer.limit_val_batches",
+                "1",
+            )
+        )
     messages = [str(w.message) for w in warned if "unreadable image file" in str(w.message)]
     assert any("skipped 1" in m and "corrupt.jpg" in m and "truncated" in m for m in messages)
     assert any("skipped 1" in m and "empty.jpg (empty file)" in m for m in messages)

@@ -15,7 +15,7 @@ from PIL import Image
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.data.folder import SKIPPED_IMAGES_FILE
 from lit_transfer.errors import UserError
-from tests.conftest import REPO, SHARED_DATA, write_image_folder
+from tests.conftest import REPO, SHARED_DATA
 
 CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
 KAGGLE = SHARED_DATA / "dogs_vs_cats_kaggle_subset"
@@ -70,7 +70,9 @@ def test_the_layout_is_recognised_or_named(tmp_path, split_folder, class_folder)
 def test_unlabelled_files_and_a_wrong_layout_are_user_errors(tmp_path):
     flat = write_flat_folder(tmp_path / "flat", {"cat": 3, "dog": 3})
     Image.new("RGB", (8, 8)).save(flat / "1.jpg")  # Kaggle's test1/ names
-    with pytest.raises(UserError, match=r"1 of 7 image files .* are not named <class>\.<n>\.<ext> \(1\.jpg\).*predict_root"):
+    with pytest.raises(
+        UserError, match=r"1 of 7 image files .* are not named <class>\.<n>\.<ext> \(1\.jpg\).*predict_root"
+    ):
         module(flat).class_names
     with pytest.raises(UserError, match="has no train/ folder"):
         module(flat, layout="train_val").class_names
@@ -83,11 +85,35 @@ def test_unreadable_files_are_listed_and_skipped(run_cli, tmp_path):
     (flat / "cat.999.jpg").write_bytes(b"\xff\xd8\xff truncated")
     (flat / "dog.998.jpg").write_bytes(b"")
     cli = run_cli(
-        "fit", "--config", CONFIG, "--model.weights", "null", "--model.net.init_args.name", "resnet18",
-        "--data.root", str(flat), "--data.image_size", "32", "--data.resize_size", "32", "--data.num_workers", "0",
-        "--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--checkpoint.save_top_k", "0", "--last_checkpoint.save_top_k", "0",
+        "fit",
+        "--config",
+        CONFIG,
+        "--model.weights",
+        "null",
+        "--model.net.init_args.name",
+        "resnet18",
+        "--data.root",
+        str(flat),
+        "--data.image_size",
+        "32",
+        "--data.resize_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",
+        "--last_checkpoint.save_top_k",
+        "0",
     )
     assert cli.trainer.global_step == 2  # 16 readable: 2 of each class to val, 12 to train, batches of 8
     listed = (Path(cli.trainer.log_dir) / SKIPPED_IMAGES_FILE).read_text()
@@ -104,11 +130,33 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
     torch.save(torchvision.models.resnet50().state_dict(), weights)
     run = tmp_path / "run"
     cli = run_cli(
-        "fit", "--config", CONFIG, "--model.weights", str(weights), "--data.root", str(KAGGLE / "train"),
-        "--data.image_size", "32", "--data.resize_size", "36", "--data.num_workers", "2",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",  # "1" would mean 1.0: all
-        "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--checkpoint.save_top_k", "0",
+        "fit",
+        "--config",
+        CONFIG,
+        "--model.weights",
+        str(weights),
+        "--data.root",
+        str(KAGGLE / "train"),
+        "--data.image_size",
+        "32",
+        "--data.resize_size",
+        "36",
+        "--data.num_workers",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "2",  # "1" would mean 1.0: all
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",
     )
     assert cli.datamodule.found_layout == "file_prefix" and cli.model.class_names == ["cat", "dog"]
     assert (len(cli.datamodule.train_set), len(cli.datamodule.val_set)) == (1602, 400)
@@ -119,8 +167,19 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
 
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     out = tmp_path / "predict"
-    run_cli("predict", "--ckpt_path", str(last), "--data.predict_root", str(KAGGLE / "test1"),
-            "--data.num_workers", "2", "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false")
+    run_cli(
+        "predict",
+        "--ckpt_path",
+        str(last),
+        "--data.predict_root",
+        str(KAGGLE / "test1"),
+        "--data.num_workers",
+        "2",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+    )
     rows = list(csv.DictReader(next(out.glob("predictions-*.csv")).open()))
     assert len(rows) == len(list((KAGGLE / "test1").glob("*.jpg"))) == 1001
     assert {r["class_name"] for r in rows} <= {"cat", "dog"}

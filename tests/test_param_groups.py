@@ -49,7 +49,10 @@ def test_module_names_resolve_generically(resnet):
         ([{"name": "default", "modules": ["fc"]}], "reserved"),
         ([{"name": "a", "modules": ["fc"]}, {"name": "a", "modules": ["layer4"]}], "used twice"),
         ([{"name": "a", "modules": []}], "names no modules"),
-        ([{"name": "a", "modules": ["layer4"]}, {"name": "b", "modules": ["model.layer4"]}], "both name module 'model.layer4'"),
+        (
+            [{"name": "a", "modules": ["layer4"]}, {"name": "b", "modules": ["model.layer4"]}],
+            "both name module 'model.layer4'",
+        ),
         ([{"name": "a", "modules": ["fc"], "lr": "fast"}], "lr must be a number"),
         (["fc"], "expected a mapping"),
     ],
@@ -70,7 +73,10 @@ def test_every_trainable_parameter_lands_in_exactly_one_group(resnet):
 
     # The most specific module wins (everything in `model`, its fc in `head`); unnamed modules go to
     # `default`; frozen parameters go nowhere.
-    specs = parse_param_groups([{"name": "head", "modules": ["head"], "lr": 1.0}, {"name": "body", "modules": ["layer1", "model.layer2"]}], resnet)
+    specs = parse_param_groups(
+        [{"name": "head", "modules": ["head"], "lr": 1.0}, {"name": "body", "modules": ["layer1", "model.layer2"]}],
+        resnet,
+    )
     resnet.model.layer1.requires_grad_(False)
     try:
         groups = optimizer_groups(resnet.named_parameters(), specs)
@@ -79,31 +85,71 @@ def test_every_trainable_parameter_lands_in_exactly_one_group(resnet):
     by_name = {g["name"]: g["params"] for g in groups}
     assert list(by_name) == ["head", "body", DEFAULT_GROUP]
     assert {id(p) for p in by_name["body"]} == {id(p) for p in resnet.model.layer2.parameters()}
-    assert len(by_name[DEFAULT_GROUP]) == len(list(resnet.parameters())) - 2 - len(list(resnet.model.layer1.parameters())) - len(by_name["body"])
+    assert len(by_name[DEFAULT_GROUP]) == len(list(resnet.parameters())) - 2 - len(
+        list(resnet.model.layer1.parameters())
+    ) - len(by_name["body"])
 
 
 def tiny_task_args(data_root: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The cats/dogs task config with resnet18 at 32 px on tiny data, two steps, no checkpoint files."""
     return [
-        "fit", "--config", CONFIG, "--model.weights", "null", "--model.net.init_args.name", "resnet18",
-        "--data.root", str(data_root), "--data.image_size", "32", "--data.resize_size", "32",
-        "--data.num_workers", "0", "--data.batch_size", "8",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--checkpoint.save_top_k", "0", "--last_checkpoint.save_top_k", "0",
+        "fit",
+        "--config",
+        CONFIG,
+        "--model.weights",
+        "null",
+        "--model.net.init_args.name",
+        "resnet18",
+        "--data.root",
+        str(data_root),
+        "--data.image_size",
+        "32",
+        "--data.resize_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",
+        "--last_checkpoint.save_top_k",
+        "0",
         *extra,
     ]
 
 
-def test_the_task_config_gives_the_optimizer_its_three_groups_and_tensorboard_their_names(run_cli, class_folder, tmp_path):
+def test_the_task_config_gives_the_optimizer_its_three_groups_and_tensorboard_their_names(
+    run_cli, class_folder, tmp_path
+):
     cli = run_cli(*tiny_task_args(class_folder, tmp_path))
     optimizer = cli.trainer.optimizers[0]
     assert type(optimizer) is torch.optim.SGD
     got = [(g["name"], g["lr"], g["momentum"], len(g["params"])) for g in optimizer.param_groups]
     net = cli.model.net
     assert got == [
-        ("early", 1e-5, 0.1, sum(len(list(net.get_submodule(f"model.{m}").parameters())) for m in ("conv1", "bn1", "layer1", "layer2", "layer3"))),
+        (
+            "early",
+            1e-5,
+            0.1,
+            sum(
+                len(list(net.get_submodule(f"model.{m}").parameters()))
+                for m in ("conv1", "bn1", "layer1", "layer2", "layer3")
+            ),
+        ),
         ("layer4", 1e-4, 0.9, len(list(net.model.layer4.parameters()))),
         ("head", 1e-3, 0.9, 2),
     ]
@@ -120,7 +166,7 @@ def test_frozen_parameters_stay_out_of_the_optimizer(run_cli, class_folder, tmp_
 
 
 def test_an_option_the_optimizer_lacks_is_a_user_error(run_cli, class_folder, tmp_path, capsys):
-    bad = '[{name: head, modules: [head], lr: 0.001, betas: [0.9, 0.99]}]'
+    bad = "[{name: head, modules: [head], lr: 0.001, betas: [0.9, 0.99]}]"
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*tiny_task_args(class_folder, tmp_path, "--model.param_groups", bad))
     assert exit_info.value.code == 2

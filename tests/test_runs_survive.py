@@ -3,7 +3,7 @@ safe loading, clear checkpoint errors."""
 
 from __future__ import annotations
 
-import os
+import json
 import pickle
 import signal
 import subprocess
@@ -40,10 +40,13 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
 def test_sigkill_then_resume_last_equals_uninterrupted_run(tmp_path, run_cli):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     marker = tmp_path / "paused"
-    pause = '{"class_path": "tests.helpers.PauseAtEpoch", "init_args": {"epoch": 1, "marker": "%s"}}' % marker
+    pause = json.dumps({"class_path": "tests.helpers.PauseAtEpoch", "init_args": {"epoch": 1, "marker": str(marker)}})
     proc = subprocess.Popen(
         [sys.executable, "-m", "lit_transfer", "fit", *tiny_demo_args(killed, *EXACT), "--trainer.callbacks+", pause],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     _wait_for(marker, proc)  # epoch 0 is done and checkpointed; epoch 1 has not started
     proc.send_signal(signal.SIGKILL)
@@ -88,7 +91,9 @@ KILL_MID_WRITE = textwrap.dedent(
 def test_checkpoint_write_killed_half_way_leaves_only_complete_checkpoints(tmp_path, run_cli):
     result = subprocess.run(
         [sys.executable, "-c", KILL_MID_WRITE, "fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3")],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     folder = next(tmp_path.glob("lightning_logs/version_0/checkpoints"))
@@ -113,7 +118,10 @@ def test_last_checkpoint_every_epoch_and_every_n_steps(tmp_path, run_cli):
     # Lightning 2.6's own save_last would have stopped at the last improvement of val/acc.
     assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
 
-    cli = run_cli("fit", *tiny_demo_args(tmp_path / "steps", "--trainer.max_epochs", "1", "--step_checkpoint.every_n_train_steps", "2"))
+    cli = run_cli(
+        "fit",
+        *tiny_demo_args(tmp_path / "steps", "--trainer.max_epochs", "1", "--step_checkpoint.every_n_train_steps", "2"),
+    )
     names = [p.name for p in (tmp_path / "steps").glob("lightning_logs/version_0/checkpoints/step*.ckpt")]
     assert names == [f"step{(cli.trainer.global_step // 2) * 2:08d}.ckpt"]  # the newest one is kept
 
@@ -173,7 +181,10 @@ def test_checkpoint_of_another_network_is_a_clear_error(tmp_path, run_cli, capsy
     foreign = tmp_path / "foreign.ckpt"
     torch.save(ckpt, foreign)
     with pytest.raises(SystemExit) as exc:
-        run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(foreign), "--model.init_args.net.init_args.width", "8"))
+        run_cli(
+            "validate",
+            *tiny_demo_args(tmp_path, "--ckpt_path", str(foreign), "--model.init_args.net.init_args.width", "8"),
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "does not fit the network SimpleCNN" in err and "init_from" in err
@@ -186,8 +197,12 @@ def test_checkpoint_with_other_classes_names_both_sides(tmp_path, run_cli, capsy
     (class_folder / "hexagon" / "h.png").write_bytes((next(class_folder.glob("circle/*.png"))).read_bytes())
     with pytest.raises(SystemExit) as exc:
         run_cli(
-            "validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt)),
-            "--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", str(class_folder),
+            "validate",
+            *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt)),
+            "--data.class_path",
+            "lit_transfer.data.ImageFolderDataModule",
+            "--data.root",
+            str(class_folder),
         )
     assert exc.value.code == 2
     err = capsys.readouterr().err
@@ -204,9 +219,18 @@ def test_init_from_takes_the_backbone_of_a_run_with_other_classes(tmp_path, run_
 
     two = write_image_folder(tmp_path / "two", per_class=6, classes=SHAPES[:2])
     cli = run_cli(
-        "validate", *tiny_demo_args(tmp_path / "second", "--model.init_args.init_from", str(ckpt)),
-        "--data.class_path", "lit_transfer.data.ImageFolderDataModule", "--data.root", str(two),
-        "--data.image_size", "32", "--data.resize_size", "32", "--data.val_fraction", "0.5",
+        "validate",
+        *tiny_demo_args(tmp_path / "second", "--model.init_args.init_from", str(ckpt)),
+        "--data.class_path",
+        "lit_transfer.data.ImageFolderDataModule",
+        "--data.root",
+        str(two),
+        "--data.image_size",
+        "32",
+        "--data.resize_size",
+        "32",
+        "--data.val_fraction",
+        "0.5",
     )
     net = cli.model.net
     assert net.get_classifier().out_features == 2

@@ -36,26 +36,46 @@ class GroupRecorder(Callback):
         if batch_idx:
             return
         net = pl_module.net.model
-        self.epochs.append({
-            "groups": [{k: g[k] for k in ("name", "lr", "initial_lr", "momentum")} | {"n": len(g["params"])} for g in trainer.optimizers[0].param_groups],
-            "trains": {s: all(p.requires_grad for p in getattr(net, s).parameters()) for s in ("layer3", "layer4", "fc")},
-            "bn_train": {s: all(m.training for m in getattr(net, s).modules() if isinstance(m, _BatchNorm)) for s in ("layer3", "layer4")},
-        })
+        self.epochs.append(
+            {
+                "groups": [
+                    {k: g[k] for k in ("name", "lr", "initial_lr", "momentum")} | {"n": len(g["params"])}
+                    for g in trainer.optimizers[0].param_groups
+                ],
+                "trains": {
+                    s: all(p.requires_grad for p in getattr(net, s).parameters()) for s in ("layer3", "layer4", "fc")
+                },
+                "bn_train": {
+                    s: all(m.training for m in getattr(net, s).modules() if isinstance(m, _BatchNorm))
+                    for s in ("layer3", "layer4")
+                },
+            }
+        )
 
 
 def test_stages_join_the_optimizer_at_their_epoch_with_their_group_options(class_folder, tmp_path):
     seed_everything(0)
     model = FineTuneClassifier(
-        net=partial(TorchvisionNet, name="resnet18"), num_classes=3, finetune="feature_extractor",
-        param_groups=RECIPE, unfreeze={1: ["layer4"], 2: ["layer3"]},
+        net=partial(TorchvisionNet, name="resnet18"),
+        num_classes=3,
+        finetune="feature_extractor",
+        param_groups=RECIPE,
+        unfreeze={1: ["layer4"], 2: ["layer3"]},
         optimizer=partial(torch.optim.SGD, lr=1e-3, momentum=0.9),
         lr_scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4),
     )
     data = ImageFolderDataModule(str(class_folder), batch_size=8, num_workers=0, image_size=32, resize_size=32)
     recorder = GroupRecorder()
     Trainer(
-        max_epochs=4, limit_train_batches=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder], default_root_dir=tmp_path,
+        max_epochs=4,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        default_root_dir=tmp_path,
     ).fit(model, datamodule=data)
 
     layer3, layer4 = (len(list(getattr(model.net.model, s).parameters())) for s in ("layer3", "layer4"))
@@ -94,28 +114,64 @@ def test_unfreeze_needs_a_frozen_start():
     with pytest.raises(UserError, match="finetune: feature_extractor"):
         FineTuneClassifier(net=partial(TorchvisionNet, name="resnet18"), num_classes=2, unfreeze={1: ["layer4"]})
     with pytest.raises(UserError, match="no module 'layer5'"):
-        FineTuneClassifier(net=partial(TorchvisionNet, name="resnet18"), num_classes=2, finetune="feature_extractor", unfreeze={1: ["layer5"]})
+        FineTuneClassifier(
+            net=partial(TorchvisionNet, name="resnet18"),
+            num_classes=2,
+            finetune="feature_extractor",
+            unfreeze={1: ["layer5"]},
+        )
 
 
 def gradual_args(data_root: Path, root: Path, *extra: str) -> list[str]:
     """The task config, gradual unfreezing with a per-step OneCycleLR, resnet18 at 32 px on tiny data."""
     return [
-        "fit", "--config", CONFIG, "--model.weights", "null", "--model.net.init_args.name", "resnet18",
-        "--model.finetune", "feature_extractor", "--model.unfreeze", "{1: [layer4], 2: [layer3]}",
-        "--model.lr_scheduler.class_path", "torch.optim.lr_scheduler.OneCycleLR",
-        "--model.lr_scheduler.init_args.max_lr", "0.01",
-        "--data.root", str(data_root), "--data.image_size", "32", "--data.resize_size", "32",
-        "--data.num_workers", "0", "--data.batch_size", "8",
-        "--trainer.max_epochs", "3", "--trainer.deterministic", "true", "--trainer.default_root_dir", str(root),
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--checkpoint.save_top_k", "0",  # last.ckpt only: writing files is most of the time here
+        "fit",
+        "--config",
+        CONFIG,
+        "--model.weights",
+        "null",
+        "--model.net.init_args.name",
+        "resnet18",
+        "--model.finetune",
+        "feature_extractor",
+        "--model.unfreeze",
+        "{1: [layer4], 2: [layer3]}",
+        "--model.lr_scheduler.class_path",
+        "torch.optim.lr_scheduler.OneCycleLR",
+        "--model.lr_scheduler.init_args.max_lr",
+        "0.01",
+        "--data.root",
+        str(data_root),
+        "--data.image_size",
+        "32",
+        "--data.resize_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.deterministic",
+        "true",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--checkpoint.save_top_k",
+        "0",  # last.ckpt only: writing files is most of the time here
         *extra,
     ]
 
 
 def final_state(root: Path) -> dict:
     ckpt = torch.load(find_last_checkpoint(str(root)), weights_only=True)
-    groups = [(g["name"], g["lr"], g["momentum"], g["initial_lr"], g["max_lr"], len(g["params"])) for g in ckpt["optimizer_states"][0]["param_groups"]]
+    groups = [
+        (g["name"], g["lr"], g["momentum"], g["initial_lr"], g["max_lr"], len(g["params"]))
+        for g in ckpt["optimizer_states"][0]["param_groups"]
+    ]
     return {"epoch": ckpt["epoch"], "groups": groups, "weights": ckpt["state_dict"]}
 
 

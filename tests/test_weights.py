@@ -61,7 +61,9 @@ def test_local_file_gives_identical_backbone_and_reports_the_new_head(alexnet_fi
     assert net.get_classifier().weight.shape == (2, 4096)
     assert sorted(report.missing) == [HEAD + "bias", HEAD + "weight"]
     assert sorted(k for k, _, _ in report.mismatched) == ["classifier.6.bias", "classifier.6.weight"]
-    assert "skipped 2" in report.summary() and "classifier.6.weight (file [1000, 4096], net [2, 4096])" in report.summary()
+    assert (
+        "skipped 2" in report.summary() and "classifier.6.weight (file [1000, 4096], net [2, 4096])" in report.summary()
+    )
 
 
 def test_append_mode_keeps_the_1000_way_layer_and_only_the_appended_head_is_new(alexnet_file):

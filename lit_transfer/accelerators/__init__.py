@@ -19,4 +19,11 @@ def register_npu() -> None:
 
 register_npu()
 
-__all__ = ["NPUAccelerator", "NPUDDPStrategy", "import_torch_npu", "parse_npu_ids", "prepare_trainer_kwargs", "register_npu"]
+__all__ = [
+    "NPUAccelerator",
+    "NPUDDPStrategy",
+    "import_torch_npu",
+    "parse_npu_ids",
+    "prepare_trainer_kwargs",
+    "register_npu",
+]

@@ -80,12 +80,16 @@ def parse_npu_ids(devices: Any) -> list[int]:
             try:
                 devices = [int(x) for x in text.strip("[]").split(",") if x.strip()]
             except ValueError:
-                raise UserError(f"--trainer.devices {asked!r}: expected a count, -1, 'auto' or ids like '0,1'") from None
+                raise UserError(
+                    f"--trainer.devices {asked!r}: expected a count, -1, 'auto' or ids like '0,1'"
+                ) from None
         else:
             try:
                 devices = int(text)
             except ValueError:
-                raise UserError(f"--trainer.devices {asked!r}: expected a count, -1, 'auto' or ids like '0,1'") from None
+                raise UserError(
+                    f"--trainer.devices {asked!r}: expected a count, -1, 'auto' or ids like '0,1'"
+                ) from None
     if isinstance(devices, bool) or not isinstance(devices, (int, Sequence)):
         raise UserError(f"--trainer.devices {asked!r}: expected a count, -1, 'auto' or ids like '0,1'")
     if isinstance(devices, int):

@@ -49,10 +49,7 @@ def auto_picks_npu(accelerator: Any) -> bool:
     """``auto`` means the NPU on a machine whose only accelerator is an NPU (Lightning's own ``auto``
     knows cuda/mps/tpu/cpu). Machines without torch_npu never import it here."""
     return (
-        accelerator == "auto"
-        and _npu_installed()
-        and not torch.cuda.is_available()
-        and NPUAccelerator.is_available()
+        accelerator == "auto" and _npu_installed() and not torch.cuda.is_available() and NPUAccelerator.is_available()
     )
 
 

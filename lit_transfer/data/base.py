@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -83,7 +84,9 @@ class ClassificationDataModule(LightningDataModule):
 
     def _pin_memory(self) -> bool:
         trainer = self.trainer
-        return bool(trainer is not None and trainer.accelerator is not None and trainer.strategy.root_device.type == "cuda")
+        return bool(
+            trainer is not None and trainer.accelerator is not None and trainer.strategy.root_device.type == "cuda"
+        )
 
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_root:

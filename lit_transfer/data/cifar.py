@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 from urllib.error import URLError
 
 import torch
@@ -107,7 +108,9 @@ class CIFARDataModule(ClassificationDataModule):
             )
         cls = self.dataset_class
         try:
-            download_and_extract_archive(cls.url, str(Path(self.root).expanduser()), filename=cls.filename, md5=cls.tgz_md5)
+            download_and_extract_archive(
+                cls.url, str(Path(self.root).expanduser()), filename=cls.filename, md5=cls.tgz_md5
+            )
         except (URLError, OSError, RuntimeError) as err:
             raise UserError(
                 f"cannot download {self.dataset_title} from {cls.url} ({err}): check the connection, or "

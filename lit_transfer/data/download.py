@@ -88,7 +88,9 @@ def download_and_unpack(archive: Archive, root: str | Path) -> Path:
             ) from err
         path = tmp / filename
         if archive.md5 and not check_integrity(str(path), archive.md5):
-            raise UserError(f"{archive.url} does not match its MD5 checksum {archive.md5}: the download is corrupt, retry")
+            raise UserError(
+                f"{archive.url} does not match its MD5 checksum {archive.md5}: the download is corrupt, retry"
+            )
         if archive.sha256 and _sha256(path) != archive.sha256:
             raise UserError(
                 f"{archive.url} does not match its SHA-256 checksum {archive.sha256}: the download is corrupt, retry"

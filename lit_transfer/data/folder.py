@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -82,7 +83,9 @@ def detect_layout(root: Path) -> Layout:
 def prefix_named_files(folder: Path) -> list[str]:
     """The image files directly in ``folder``, all named ``<class>.<anything>.<ext>`` (sorted paths, made
     as ``list_image_files`` makes them); a file named otherwise has no label, which is a user error."""
-    names = sorted(name for name in os.listdir(folder) if is_image_file(name) and os.path.isfile(os.path.join(folder, name)))
+    names = sorted(
+        name for name in os.listdir(folder) if is_image_file(name) and os.path.isfile(os.path.join(folder, name))
+    )
     if not names:
         raise UserError(f"{str(folder)!r} holds no image files: expected files named <class>.<n>.jpg, or class folders")
     unlabelled = [name for name in names if not _PREFIX_NAMED.match(name)]
@@ -106,7 +109,9 @@ class PrefixNamedFiles(DatasetFolder):
     dogs vs cats); torchvision's ``DatasetFolder`` with the classes and samples taken from the names."""
 
     def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
-        super().__init__(str(root), loader=image_loader(transform), transform=transform, is_valid_file=lambda p: p not in skip)
+        super().__init__(
+            str(root), loader=image_loader(transform), transform=transform, is_valid_file=lambda p: p not in skip
+        )
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         names = sorted({prefix_label(path) for path in prefix_named_files(Path(directory))})
@@ -130,7 +135,10 @@ class ClassFolders(ImageFolder):
 
     def __init__(self, root: Path, transform, skip: frozenset[str] = frozenset()) -> None:
         super().__init__(
-            str(root), transform=transform, loader=image_loader(transform), is_valid_file=lambda p: is_image_file(p) and p not in skip
+            str(root),
+            transform=transform,
+            loader=image_loader(transform),
+            is_valid_file=lambda p: is_image_file(p) and p not in skip,
         )
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
@@ -213,7 +221,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         self._layout = detect_layout(root) if self.layout == "auto" else self.layout
         if self._layout == "train_val":
             if not (root / "train").is_dir():
-                raise UserError(f"{str(root)!r} has no train/ folder: set --data.layout auto, or point root at the folder holding train/")
+                raise UserError(
+                    f"{str(root)!r} has no train/ folder: set --data.layout auto, or point root at the folder holding train/"
+                )
             folders = {split: root / split for split in ("train", "val", "test") if (root / split).is_dir()}
             if "val" not in folders and "test" in folders:
                 # CIFAR-style train/ + test/: validate on test/, as the CIFAR tutorial does.
@@ -311,7 +321,9 @@ class ImageFolderDataModule(ClassificationDataModule):
             return
         self.train_set = self._image_folder(folders["train"], self.train_transform())
         self.val_set = self._image_folder(folders["val"], self.eval_transform())
-        self.test_set = self._image_folder(folders["test"], self.eval_transform()) if "test" in folders else self.val_set
+        self.test_set = (
+            self._image_folder(folders["test"], self.eval_transform()) if "test" in folders else self.val_set
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_set, train=True)

@@ -10,7 +10,8 @@ losing detail it uses. ``Normalize`` turns a batch of them into the net's float 
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torchvision.transforms import v2 as T

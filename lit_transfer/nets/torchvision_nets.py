@@ -73,7 +73,9 @@ class TorchvisionNet(ClassifierNet):
         The replaced head lies inside the last block (``model.classifier.6`` inside
         ``model.classifier``); ``stage_of`` gives its parameters to the longer, head name.
         """
-        blocks = [f"model.{name}" for name, child in self.model.named_children() if any(True for _ in child.parameters())]
+        blocks = [
+            f"model.{name}" for name, child in self.model.named_children() if any(True for _ in child.parameters())
+        ]
         return blocks + ([self.head_name] if self.head_name not in blocks else [])
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_transfer.errors import UserError
 from lit_transfer.safe_load import safe_load
-from lit_transfer.weights import LoadReport, load_state_dict_matching, unwrap_state_dict
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
+from lit_transfer.weights import LoadReport, load_state_dict_matching, unwrap_state_dict
+
 
 def init_from_checkpoint(net: nn.Module, path: str) -> LoadReport:
     """Load a checkpoint's net into ``net`` except its head (transfer from your own run, even one
@@ -123,7 +125,15 @@ class ImageClassifier(LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y)
         training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True, batch_size=len(y), sync_dist=not training)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=training,
+            on_epoch=not training,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=not training,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 
@@ -167,4 +177,6 @@ class ImageClassifier(LightningModule):
     def on_train_start(self) -> None:
         if self.lr_scheduler_factory is not None:
             for config in self.trainer.lr_scheduler_configs:
-                fit_to_run_length(config, self.lr_scheduler_factory, self.trainer.estimated_stepping_batches, self.trainer.global_step)
+                fit_to_run_length(
+                    config, self.lr_scheduler_factory, self.trainer.estimated_stepping_batches, self.trainer.global_step
+                )

@@ -58,9 +58,13 @@ class FineTuneClassifier(ImageClassifier):
         self.param_group_specs = parse_param_groups(param_groups, self.net)
         if unfreeze and finetune != "feature_extractor":
             raise UserError("unfreeze needs finetune: feature_extractor (the net starts frozen but for its head)")
-        self.unfreeze = {int(epoch): [resolve_module(self.net, m) for m in modules] for epoch, modules in (unfreeze or {}).items()}
+        self.unfreeze = {
+            int(epoch): [resolve_module(self.net, m) for m in modules] for epoch, modules in (unfreeze or {}).items()
+        }
         if feature_cache and (finetune != "feature_extractor" or self.unfreeze):
-            raise UserError("feature_cache needs a backbone that stays frozen: finetune: feature_extractor and no unfreeze")
+            raise UserError(
+                "feature_cache needs a backbone that stays frozen: finetune: feature_extractor and no unfreeze"
+            )
         self.cached_features = FeatureCache() if feature_cache else None
 
     def load_initial_weights(self) -> None:
