@@ -1,3 +1,3 @@
 """Image classification and transfer learning on PyTorch Lightning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,14 +1,20 @@
-"""Building the LR scheduler a config names, including ones that need the run's length."""
+"""LR schedulers: building the one a config names (including ones that need the run's length),
+refitting a resumed one to a new run length, and giving it a parameter group added later."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+import torch
+from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from lit_transfer.errors import UserError
 
 
 def scheduler_class(factory: Callable) -> Any:
@@ -63,3 +69,46 @@ def fit_to_run_length(config, factory: Callable, total_steps: int, global_step: 
     fresh.last_epoch = global_step - 1
     fresh.step()
     config.scheduler = fresh
+
+
+# Per-group state torch's schedulers keep in lists of their own (one entry per param group), besides
+# the keys they put into the groups themselves (initial_lr; OneCycleLR's max_lr/min_lr).
+_PER_GROUP_LISTS = ("base_lrs", "_last_lr", "max_lrs", "min_lrs", "lr_lambdas")
+
+
+def add_group_to_schedulers(
+    configs: Sequence[LRSchedulerConfig], factory: Callable | None, total_steps: int, optimizer: Optimizer, group: dict
+) -> None:
+    """Give ``group``, just added to ``optimizer``, its place in the optimizer's LR schedulers.
+
+    A torch scheduler sets up its per-group state when it is built, so a group added later is
+    ignored (StepLR, CosineAnnealingLR keep its lr fixed) or breaks it (OneCycleLR: KeyError
+    'initial_lr'). Here ``factory`` (the model's) builds the scheduler a second time for the new group alone,
+    stepped as often as the real one was, and its per-group state copied over: the group gets the
+    learning rate (and, for OneCycleLR, momentum) it would have had had it been in the optimizer
+    from the start, scaled from its own lr, and follows the schedule from then on. The extended
+    scheduler is saved and restored with the checkpoint as usual.
+    """
+    for config in configs:
+        scheduler = config.scheduler
+        if scheduler.optimizer is not optimizer:
+            continue
+        if hasattr(scheduler, "_schedulers"):  # SequentialLR, ChainedScheduler
+            raise UserError(
+                f"{type(scheduler).__name__} cannot take the parameter groups unfreezing adds: use a single scheduler"
+            )
+        if factory is None:
+            raise TypeError("a scheduler factory is needed to rebuild the scheduler for a new parameter group")
+        options = {key: value for key, value in group.items() if key != "params"}
+        alone = Optimizer([{**options, "params": [torch.zeros(1, requires_grad=True)]}], dict(optimizer.defaults))
+        twin = build_scheduler(factory, alone, total_steps, config.interval)["scheduler"]
+        if not isinstance(scheduler, ReduceLROnPlateau):  # that one steps on a metric, not a count
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+                for _ in range(scheduler.last_epoch - twin.last_epoch):
+                    twin.step()
+        group.update({key: value for key, value in alone.param_groups[0].items() if key != "params"})
+        for attribute in _PER_GROUP_LISTS:
+            values = getattr(scheduler, attribute, None)
+            if isinstance(values, list) and len(values) == len(optimizer.param_groups) - 1:
+                values.append(getattr(twin, attribute)[0])

@@ -25,9 +25,9 @@ from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
 from lit_transfer.accelerators import NPUAccelerator, NPUDDPStrategy, parse_npu_ids, prepare_trainer_kwargs
+from lit_transfer.callbacks.channels_last import ChannelsLast, channels_last_pays
 from lit_transfer.cli import LitTransferCLI
 from lit_transfer.errors import UserError
-from lit_transfer.memory_format import ChannelsLast, channels_last_pays
 from tests.conftest import REPO, tiny_demo_args
 
 

@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
+from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
-from lit_transfer.tasks import FineTuneClassifier
 from tests.test_param_groups import tiny_task_args
 
 

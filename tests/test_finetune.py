@@ -14,9 +14,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
-from lit_transfer.finetuning import FeatureExtractor
+from lit_transfer.finetune.freezing import FreezeBackbone
+from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import SimpleCNN, TorchvisionNet
-from lit_transfer.tasks import FineTuneClassifier
 from tests.conftest import REPO
 
 CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
@@ -101,9 +101,9 @@ def test_a_weights_name_is_checked_when_the_model_is_built():
     assert model.weights_report is None
 
 
-def test_feature_extractor_callback_refuses_a_net_without_a_head_interface():
+def test_freeze_backbone_callback_refuses_a_net_without_a_head_interface():
     with pytest.raises(TypeError, match="not a ClassifierNet"):
-        FeatureExtractor().freeze_before_training(torch.nn.Linear(2, 2))
+        FreezeBackbone().freeze_before_training(torch.nn.Linear(2, 2))
 
 
 @pytest.fixture(scope="module")

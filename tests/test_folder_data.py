@@ -98,7 +98,7 @@ def test_presets_come_from_yaml(run_cli, split_folder, tmp_path):
     config.write_text(
         f"""
 model:
-  class_path: lit_transfer.tasks.ImageClassifier
+  class_path: lit_transfer.models.ImageClassifier
   init_args:
     net: {{class_path: lit_transfer.nets.SimpleCNN, init_args: {{width: 8}}}}
 data:
@@ -215,7 +215,7 @@ def test_bad_files_are_skipped_counted_and_listed_before_training(run_cli, split
     cli = run_cli(
         "fit",
         "--model",
-        "lit_transfer.tasks.ImageClassifier",
+        "lit_transfer.models.ImageClassifier",
         "--model.net",
         "lit_transfer.nets.SimpleCNN",
         "--model.net.init_args.width",

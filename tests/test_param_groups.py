@@ -9,8 +9,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_transfer.errors import UserError
+from lit_transfer.finetune.param_groups import DEFAULT_GROUP, optimizer_groups, parse_param_groups
 from lit_transfer.nets import AlexNet, TorchvisionNet
-from lit_transfer.param_groups import DEFAULT_GROUP, optimizer_groups, parse_param_groups, resolve_module
 from tests.conftest import REPO
 
 CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
@@ -28,18 +28,18 @@ def resnet() -> TorchvisionNet:
 
 def test_module_names_resolve_generically(resnet):
     assert resnet.stages() == [f"model.{n}" for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")]
-    assert resolve_module(resnet, "layer4") == "model.layer4"
-    assert resolve_module(resnet, "model.layer4") == "model.layer4"
-    assert resolve_module(resnet, "conv1") == "model.conv1"  # the top-level one, not model.layer1.0.conv1
-    assert resolve_module(resnet, "layer4.1") == "model.layer4.1"
-    assert resolve_module(resnet, "head") == "model.fc"
+    assert resnet.find_module("layer4") == "model.layer4"
+    assert resnet.find_module("model.layer4") == "model.layer4"
+    assert resnet.find_module("conv1") == "model.conv1"  # the top-level one, not model.layer1.0.conv1
+    assert resnet.find_module("layer4.1") == "model.layer4.1"
+    assert resnet.find_module("head") == "model.fc"
     append = AlexNet(num_classes=2, head="append")
-    assert resolve_module(append, "head") == "head"
-    assert resolve_module(append, "classifier") == "model.classifier"
+    assert append.find_module("head") == "head"
+    assert append.find_module("classifier") == "model.classifier"
     with pytest.raises(UserError, match="ambiguous"):
-        resolve_module(resnet, "0")
+        resnet.find_module("0")
     with pytest.raises(UserError, match=r"no module 'layer9'.*model\.layer4"):
-        resolve_module(resnet, "layer9")
+        resnet.find_module("layer9")
 
 
 @pytest.mark.parametrize(

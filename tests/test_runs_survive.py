@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_transfer.checkpointing import find_last_checkpoint, is_complete
+from lit_transfer.cli.checkpoints import find_last_checkpoint, is_complete
 from tests.conftest import REPO, tiny_demo_args
 
 EXACT = ("--trainer.max_epochs", "3", "--trainer.deterministic", "true")

@@ -13,12 +13,12 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lit_transfer.checkpointing import find_last_checkpoint
+from lit_transfer.cli.checkpoints import find_last_checkpoint
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
-from lit_transfer.finetuning import GradualUnfreezing
+from lit_transfer.finetune.freezing import GradualUnfreezing
+from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import TorchvisionNet
-from lit_transfer.tasks import FineTuneClassifier
 from tests.conftest import REPO
 from tests.test_param_groups import RECIPE
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lit_transfer.data.folder import stratified_split
+from lit_transfer.models import ImageClassifier
 from lit_transfer.nets import SimpleCNN
 from lit_transfer.schedules import build_scheduler
-from lit_transfer.tasks import ImageClassifier
 
 
 def test_stratified_split_keeps_class_shares_and_is_seeded():

@@ -16,8 +16,8 @@ import torchvision
 from torchvision.models import AlexNet_Weights
 
 from lit_transfer.errors import UserError
+from lit_transfer.finetune.weights import load_pretrained, torchvision_cache_file
 from lit_transfer.nets import AlexNet, SimpleCNN, TorchvisionNet
-from lit_transfer.weights import load_pretrained, torchvision_cache_file
 
 HEAD = "model.classifier.6."
 

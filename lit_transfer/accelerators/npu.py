@@ -17,7 +17,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line
 
 INSTALL_HINT = (
     "install Ascend's PyTorch adapter matching your torch version (pip install torch-npu) "
@@ -37,8 +37,9 @@ def import_torch_npu(required: bool = True) -> ModuleType | None:
             raise UserError(
                 f"--trainer.accelerator npu needs the torch_npu package, which is not installed: {INSTALL_HINT}"
             ) from err
-        first_line = (str(err).splitlines() or [type(err).__name__])[0]
-        raise UserError(f"--trainer.accelerator npu: torch_npu failed to load ({first_line}): {INSTALL_HINT}") from err
+        raise UserError(
+            f"--trainer.accelerator npu: torch_npu failed to load ({first_line(err)}): {INSTALL_HINT}"
+        ) from err
     return torch_npu
 
 

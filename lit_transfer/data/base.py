@@ -11,17 +11,29 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.images import ImageFiles, list_images
-from lit_transfer.data.presets import Normalize
+from lit_transfer.data.presets import Augment, Normalize
 from lit_transfer.data.sampling import EpochShuffleSampler
+from lit_transfer.errors import UserError
 
 
 class ClassificationDataModule(LightningDataModule):
-    """Base of the data modules: ``root``, ``batch_size``, ``num_workers``, class names, and the
-    normalisation of every batch (``mean``/``std``) once it is on the model's device.
+    """Base of the data modules, and the door through which the CLI, the model and fine-tuning
+    (``lit_transfer.finetune``) use one. What they may use:
 
-    ``class_names`` is read when the CLI builds the model (it is linked to the model's
-    ``class_names`` and ``num_classes``), so subclasses find their classes cheaply and raise a
-    ``UserError`` for a missing or malformed folder before any training starts.
+    - ``class_names`` / ``num_classes``: read when the CLI builds the model (linked to the model's
+      ``class_names`` and ``num_classes``), so subclasses find their classes cheaply and raise a
+      ``UserError`` for a missing or malformed folder before any training starts;
+    - ``train_set``, ``val_set``, ``test_set``: the splits ``setup`` makes (labelled ``(image, label)``
+      datasets). The loaders are made from them when Lightning asks, so a split replaced after
+      ``setup`` (the feature cache's features) is what the loader serves;
+    - ``augment``: the training augmentation preset (``presets.Augment``); ``none`` means the
+      training images are the same every epoch;
+    - ``normalize`` (with ``mean``/``std``): what turns a batch of uint8 images, once on the model's
+      device, into the net's input;
+    - ``make_loader(dataset, train)``: a DataLoader over any dataset with this module's batch sizes,
+      workers and (for training) its seeded per-epoch shuffle.
+
+    Subclasses give ``class_names``, ``eval_transform`` and ``setup`` (which sets the splits).
     """
 
     def __init__(
@@ -33,6 +45,7 @@ class ClassificationDataModule(LightningDataModule):
         predict_root: str | None,
         mean: Sequence[float],
         std: Sequence[float],
+        augment: Augment,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -41,6 +54,10 @@ class ClassificationDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.predict_root = predict_root
+        self.augment = augment
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
 
     @property
     @abstractmethod
@@ -69,7 +86,9 @@ class ClassificationDataModule(LightningDataModule):
         images, *rest = batch
         return [self.normalize(images), *rest]
 
-    def _loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+    def make_loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+        """A DataLoader over ``dataset``: with ``train``, the training batch size and a shuffle that
+        depends only on the run's seed and the epoch; otherwise the evaluation batch size, in order."""
         # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded).
         sampler = EpochShuffleSampler(len(dataset), torch.initial_seed()) if train else None
         return DataLoader(
@@ -88,9 +107,16 @@ class ClassificationDataModule(LightningDataModule):
             trainer is not None and trainer.accelerator is not None and trainer.strategy.root_device.type == "cuda"
         )
 
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.make_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_loader(self.test_set)
+
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_root:
-            from lit_transfer.errors import UserError
-
             raise UserError("nothing to predict: give the images with --data.predict_root <file or folder>")
-        return self._loader(ImageFiles(list_images(self.predict_root), self.eval_transform()))
+        return self.make_loader(ImageFiles(list_images(self.predict_root), self.eval_transform()))

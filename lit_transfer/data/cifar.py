@@ -79,7 +79,7 @@ class CIFARDataModule(ClassificationDataModule):
         augment: Augment = "crop_flip",
         predict_root: str | None = None,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
         self.save_hyperparameters()
         if dataset not in _DATASETS:
             raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
@@ -89,7 +89,6 @@ class CIFARDataModule(ClassificationDataModule):
         self.download = download
         self.val_size = val_size
         self.split_seed = split_seed
-        self.augment = augment
 
     # -- files --------------------------------------------------------------------------------
     @property
@@ -180,12 +179,3 @@ class CIFARDataModule(ClassificationDataModule):
                 self.val_set = _CIFARImages(self._train_images, self._split()[1], self.eval_transform())
         if stage == "fit":
             self.train_set = _CIFARImages(self._train_images, self._split()[0], self.train_transform())
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -13,7 +11,8 @@ from urllib.parse import urlparse
 
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line
+from lit_transfer.files import publish, staging_folder
 
 
 @dataclass(frozen=True)
@@ -74,14 +73,12 @@ def download_and_unpack(archive: Archive, root: str | Path) -> Path:
     so a failed or interrupted download leaves nothing behind that a later run would trust.
     """
     root = Path(root).expanduser()
-    root.parent.mkdir(parents=True, exist_ok=True)
     filename = os.path.basename(urlparse(archive.url).path) or "archive.zip"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-download-", dir=root.parent))
-    try:
+    with staging_folder(root, "download-") as tmp:
         try:
             download_url(archive.url, str(tmp), filename=filename)
         except (OSError, HTTPException, ValueError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             raise UserError(
                 f"cannot download {archive.url} ({reason}): check the network, or download and unpack it "
                 f"yourself so that {str(root)!r} holds its train/ and val/ (or class) folders"
@@ -100,11 +97,5 @@ def download_and_unpack(archive: Archive, root: str | Path) -> Path:
             extract_archive(str(path), str(unpacked))
         except Exception as err:  # zipfile/tarfile raise several types for a file that is no archive
             raise UserError(f"cannot unpack {archive.url} ({type(err).__name__}: {err})") from err
-        try:
-            os.rename(_data_folder(unpacked), root)
-        except OSError:
-            if not root.is_dir():  # otherwise another process finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        publish(_data_folder(unpacked), root)
     return root

@@ -26,7 +26,7 @@ from lit_transfer.data.presets import (
     ClassificationPresetTrain,
 )
 from lit_transfer.data.scan import find_bad_images, list_image_files
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line, some
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
 
@@ -90,7 +90,7 @@ def prefix_named_files(folder: Path) -> list[str]:
         raise UserError(f"{str(folder)!r} holds no image files: expected files named <class>.<n>.jpg, or class folders")
     unlabelled = [name for name in names if not _PREFIX_NAMED.match(name)]
     if unlabelled:
-        shown = ", ".join(unlabelled[:3]) + (f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else "")
+        shown = some(unlabelled, limit=3)
         raise UserError(
             f"{len(unlabelled)} of {len(names)} image files in {str(folder)!r} are not named <class>.<n>.<ext> ({shown}), "
             "so their class is unknown: rename or move them (unlabelled images are for predict: --data.predict_root)"
@@ -184,7 +184,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         archive_md5: str | None = None,
         layout: Layout = "auto",
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
         self.save_hyperparameters()
         self.scan = scan
         self.download = download
@@ -193,7 +193,6 @@ class ImageFolderDataModule(ClassificationDataModule):
         self._scanned: dict[Path, frozenset[str]] = {}
         self.image_size = image_size
         self.resize_size = resize_size
-        self.augment = augment
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.layout = layout
@@ -275,7 +274,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             return dataset_class(folder, transform, skip=self._bad_files(folder))
         except FileNotFoundError as err:  # a class folder whose every file is unreadable
             raise UserError(
-                f"{str(err).splitlines()[0].strip().rstrip('.')} in {str(folder)!r}: every image there is unreadable (see the warning above)"
+                f"{first_line(err).rstrip('.')} in {str(folder)!r}: every image there is unreadable (see the warning above)"
             ) from err
 
     # -- unreadable files ---------------------------------------------------------------------
@@ -300,11 +299,10 @@ class ImageFolderDataModule(ClassificationDataModule):
                 listing.parent.mkdir(parents=True, exist_ok=True)
                 with open(listing, "a") as f:  # appended: train, val and test are scanned one by one
                     f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
-        shown = "; ".join(f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad[:10])
-        more = f"; ... {len(bad) - 10} more" if len(bad) > 10 else ""
+        shown = some((f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad), limit=10, sep="; ")
         where = f", all listed in {listing}" if listing else ""
         files = "file" if len(bad) == 1 else "files"
-        rank_zero_warn(f"skipped {len(bad)} unreadable image {files} in {folder}{where}: {shown}{more}")
+        rank_zero_warn(f"skipped {len(bad)} unreadable image {files} in {folder}{where}: {shown}")
 
     # -- datasets -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -324,12 +322,3 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.test_set = (
             self._image_folder(folders["test"], self.eval_transform()) if "test" in folders else self.val_set
         )
-
-    def train_dataloader(self):
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set)

@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from lit_transfer.data.images import is_image_file
+from lit_transfer.errors import first_line
 
 # JPEGs are decoded at about this size through libjpeg's DCT scaling ("draft" mode): a truncated or
 # corrupt stream still fails, at a fraction of the cost of a full decode.
@@ -25,8 +26,7 @@ def image_problem(path: str | Path) -> str | None:
             img.draft("RGB", _DRAFT_SIZE)  # a no-op for formats other than JPEG
             img.load()
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        text = str(err).splitlines()[0] if str(err) else ""
-        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+        return first_line(err, with_type=True) if str(err).strip() else type(err).__name__
     return None
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from lit_transfer.data.folder import ImageFolderDataModule
+from lit_transfer.files import publish, staging_folder
 
 SHAPES = ("circle", "square", "triangle")
 
@@ -52,19 +50,15 @@ def generate_shapes(root: str | Path, train_per_class: int, val_per_class: int, 
     root = Path(root).expanduser()
     if (root / "train").is_dir() and (root / "val").is_dir():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for shape in SHAPES:
-            folder = tmp / split / shape
-            folder.mkdir(parents=True)
-            for i in range(count):
-                draw_shape(shape, image_size, rng).save(folder / f"{shape}_{i:04d}.png")
-    try:
-        os.rename(tmp, root)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staging_folder(root) as tmp:
+        for split, count in (("train", train_per_class), ("val", val_per_class)):
+            for shape in SHAPES:
+                folder = tmp / "shapes" / split / shape
+                folder.mkdir(parents=True)
+                for i in range(count):
+                    draw_shape(shape, image_size, rng).save(folder / f"{shape}_{i:04d}.png")
+        publish(tmp / "shapes", root)
     return root
 
 
@@ -84,14 +78,5 @@ class ShapesDataModule(ImageFolderDataModule):
     ) -> None:
         if not predict_root:  # predicting names its classes from the checkpoint, no data needed
             generate_shapes(root, train_per_class, val_per_class, image_size, seed)
-        super().__init__(
-            root=root,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            image_size=image_size,
-            resize_size=image_size,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            augment="flip",
-            predict_root=predict_root,
-        )
+        fixed = {"resize_size": image_size, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "augment": "flip"}
+        super().__init__(root, batch_size, num_workers, image_size=image_size, predict_root=predict_root, **fixed)

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lit_transfer.errors import UserError
+
+# What a config writes for the net's classifier, whatever the net calls it.
+HEAD_ALIAS = "head"
+
 
 class ClassifierNet(nn.Module):
-    """An ``nn.Module`` that knows where its classifier is and how its stages are ordered.
+    """An ``nn.Module`` that knows where its classifier is, how its stages are ordered and which
+    pretrained weights it takes: the one door through which the rest of lit_transfer asks about a net.
 
-    Subclasses set ``head_name`` (the dotted name of the classification layer) and may override
-    ``stages()``. The head is the last operation of ``forward``, so the net splits into
-    ``forward_features`` (everything before the head) and ``forward_head``; a net where something
-    follows the head overrides both.
+    Subclasses set ``head_name`` (the dotted name of the classification layer), may set
+    ``weights_family`` and may override ``stages()``. The head is the last operation of ``forward``,
+    so the net splits into ``forward_features`` (everything before the head) and ``forward_head``; a
+    net where something follows the head overrides both.
     """
 
+    #: Dotted name of the classification layer (timm's ``pretrained_cfg["classifier"]``).
     head_name: str = "head"
+    #: The torchvision model whose weights enum gives names such as ``DEFAULT`` or ``IMAGENET1K_V1``
+    #: their meaning for this net (``alexnet``, ``resnet50``); None: it takes weight files only.
+    weights_family: str | None = None
 
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.head_name)
@@ -29,6 +39,36 @@ class ClassifierNet(nn.Module):
         if not isinstance(old, nn.Linear):
             raise TypeError(f"{type(self).__name__}.{self.head_name} is {type(old).__name__}, not nn.Linear")
         self.set_submodule(self.head_name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+
+    def in_head(self, name: str) -> bool:
+        """Whether a parameter, buffer or module name (relative to the net) belongs to the head."""
+        return name == self.head_name or name.startswith(self.head_name + ".")
+
+    def find_module(self, name: str) -> str:
+        """The full dotted name of the module ``name`` means, for names a user writes in a config.
+
+        ``name`` is a module name of the net (``model.layer4``) or its end (``layer4``; where several
+        modules end that way, the one nearest the top is meant: ``conv1`` is ``model.conv1``, not
+        ``model.layer1.0.conv1``), or ``head`` for the classifier whatever it is called.
+        """
+        modules = dict(self.named_modules())
+        if name and name in modules:
+            return name
+        if name == HEAD_ALIAS:
+            return self.head_name
+        matches = [m for m in modules if m.endswith("." + name)] if name else []
+        if matches:
+            depth = min(m.count(".") for m in matches)
+            nearest = [m for m in matches if m.count(".") == depth]
+            if len(nearest) == 1:
+                return nearest[0]
+            raise UserError(
+                f"module name {name!r} is ambiguous in {type(self).__name__} ({', '.join(nearest[:4])}, ...): give more of it"
+            )
+        raise UserError(
+            f"{type(self).__name__} has no module {name!r}: use one of its stages ({', '.join(self.stages())}), "
+            f"'{HEAD_ALIAS}', or another module name from print(net)"
+        )
 
     def stages(self) -> list[str]:
         """Module names from stem to head; every parameter belongs to exactly one of them.

@@ -2,7 +2,7 @@
 
 The torchvision model is kept whole under ``model`` (its own forward, its own parameter names after
 the ``model.`` prefix), so any model ``torchvision.models.get_model`` builds works, and weights from
-torchvision or from a file saved from a torchvision model load by name (see ``lit_transfer.weights``).
+torchvision or from a file saved from a torchvision model load by name (see ``lit_transfer.finetune.weights``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class TorchvisionNet(ClassifierNet):
     """``torchvision.models.get_model(name)`` with its classifier adapted to ``num_classes``.
 
     The net is built with random weights; pretrained ones are loaded afterwards by the model's
-    ``weights`` argument (``lit_transfer.weights``), which matches tensors by name and shape: with
+    ``weights`` argument (``lit_transfer.finetune.weights``), which matches tensors by name and shape: with
     ``head="replace"`` the new head is left out of a 1000-way ImageNet file, with ``head="append"``
     the 1000-way layer is loaded and only the appended layer stays new.
     """
@@ -50,7 +50,7 @@ class TorchvisionNet(ClassifierNet):
         known = torchvision.models.list_models(module=torchvision.models)
         if name not in known:
             raise UserError(f"unknown torchvision classification model {name!r}: use one of {', '.join(known)}")
-        self.torchvision_name = name  # tells lit_transfer.weights which weights enum "DEFAULT" means
+        self.weights_family = name
         self.head_mode = head
         self.model = torchvision.models.get_model(name, weights=None, **(model_kwargs or {}))
         original_head = "model." + last_linear(self.model)

@@ -9,30 +9,27 @@ leaves out: the restored modules' ``requires_grad`` and the LR schedulers' per-g
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from lit_transfer.errors import UserError
+from lit_transfer.finetune.param_groups import GroupSpec, optimizer_groups
 from lit_transfer.nets.base import ClassifierNet
-from lit_transfer.param_groups import GroupSpec, optimizer_groups
-from lit_transfer.schedules import build_scheduler
+from lit_transfer.schedules import add_group_to_schedulers
 
 # full: every parameter trains; feature_extractor: only the net's head trains.
 FinetuneMode = Literal["full", "feature_extractor"]
 
 
 def net_of(pl_module: nn.Module) -> ClassifierNet:
-    """The ``ClassifierNet`` a LightningModule trains (``pl_module.net``), or the module itself."""
+    """The ``ClassifierNet`` a LightningModule trains (its ``net``, as lit_transfer's models declare),
+    or the module itself."""
     net = getattr(pl_module, "net", pl_module)
     if not isinstance(net, ClassifierNet):
         raise TypeError(f"{type(net).__name__} is not a ClassifierNet: freezing needs to know where its head is")
@@ -52,8 +49,14 @@ def keep_frozen_batchnorm_in_eval(module: nn.Module) -> None:
             layer.train(layer.track_running_stats and module.training)
 
 
-class FeatureExtractor(BaseFinetuning):
-    """Train only the net's head; the rest, BatchNorm statistics included, stays as loaded."""
+class FreezeBackbone(BaseFinetuning):
+    """Train only the net's head; the rest, BatchNorm statistics included, stays as loaded
+    (``finetune: feature_extractor``)."""
+
+    @property
+    def state_key(self) -> str:
+        # Checkpoints written before this class was renamed hold its state under the old name.
+        return "FeatureExtractor" if type(self) is FreezeBackbone else super().state_key
 
     def freeze_before_training(self, pl_module: LightningModule) -> None:
         net = net_of(pl_module)
@@ -69,26 +72,33 @@ class FeatureExtractor(BaseFinetuning):
         keep_frozen_batchnorm_in_eval(pl_module)
 
 
-class GradualUnfreezing(FeatureExtractor):
+class GradualUnfreezing(FreezeBackbone):
     """Train only the head at first, then unfreeze more of the net at given epochs.
 
     ``schedule`` maps an epoch to the (full) names of the modules unfrozen when it starts, e.g.
     ``{2: ["model.layer4"], 4: ["model.layer3"]}``. Their parameters join the optimizer as new
-    groups, split by the model's learning-rate groups (``groups``, see ``lit_transfer.param_groups``):
+    groups, split by the model's learning-rate groups (``groups``, see ``lit_transfer.finetune.param_groups``):
     each with its group's name and options, or the optimizer's own options (group ``default``). A
     name already in the optimizer gets the epoch appended (``early-epoch6``), as Lightning's
     learning-rate monitor needs unique names. Each LR scheduler of the optimizer takes the new
-    groups as if they had been there from the start (``add_group_to_schedulers``).
+    groups as if they had been there from the start (``schedules.add_group_to_schedulers``, which
+    rebuilds the scheduler with ``scheduler_factory``, the model's).
 
     Resuming: ``BaseFinetuning`` saves the added groups in the checkpoint and re-creates them before
     the optimizer state is loaded, but the modules behind them stay frozen (``freeze_before_training``
     froze them again); this callback also saves which modules it unfroze and makes them trainable.
     """
 
-    def __init__(self, schedule: Mapping[int, Sequence[str]], groups: Sequence[GroupSpec] = ()) -> None:
+    def __init__(
+        self,
+        schedule: Mapping[int, Sequence[str]],
+        groups: Sequence[GroupSpec] = (),
+        scheduler_factory: Callable | None = None,
+    ) -> None:
         super().__init__()
         self.schedule = {int(epoch): list(modules) for epoch, modules in sorted(schedule.items())}
         self.groups = list(groups)
+        self.scheduler_factory = scheduler_factory
         self.unfrozen: list[str] = []  # saved in checkpoints
 
     def state_dict(self) -> dict[str, Any]:
@@ -132,7 +142,10 @@ class GradualUnfreezing(FeatureExtractor):
             names.add(group["name"])
             optimizer.add_param_group(group)
             group = optimizer.param_groups[-1]
-            add_group_to_schedulers(pl_module, optimizer, group)
+            trainer = pl_module.trainer
+            if trainer.lr_scheduler_configs:
+                steps = trainer.estimated_stepping_batches
+                add_group_to_schedulers(trainer.lr_scheduler_configs, self.scheduler_factory, steps, optimizer, group)
             added.append(f"{group['name']} ({len(group['params'])} tensors, lr {group['lr']:.3g})")
         self.unfrozen += [name for name in modules if name not in self.unfrozen]
         rank_zero_info(
@@ -140,56 +153,17 @@ class GradualUnfreezing(FeatureExtractor):
         )
 
 
-# Per-group state torch's schedulers keep in lists of their own (one entry per param group), besides
-# the keys they put into the groups themselves (initial_lr; OneCycleLR's max_lr/min_lr).
-_PER_GROUP_LISTS = ("base_lrs", "_last_lr", "max_lrs", "min_lrs", "lr_lambdas")
-
-
-def add_group_to_schedulers(pl_module: LightningModule, optimizer: Optimizer, group: dict[str, Any]) -> None:
-    """Give ``group``, just added to ``optimizer``, its place in the optimizer's LR schedulers.
-
-    A torch scheduler sets up its per-group state when it is built, so a group added later is
-    ignored (StepLR, CosineAnnealingLR keep its lr fixed) or breaks it (OneCycleLR: KeyError
-    'initial_lr'). Here the model's scheduler is built a second time for the new group alone,
-    stepped as often as the real one was, and its per-group state copied over: the group gets the
-    learning rate (and, for OneCycleLR, momentum) it would have had had it been in the optimizer
-    from the start, scaled from its own lr, and follows the schedule from then on. The extended
-    scheduler is saved and restored with the checkpoint as usual.
-    """
-    trainer = pl_module.trainer
-    for config in trainer.lr_scheduler_configs:
-        scheduler = config.scheduler
-        if scheduler.optimizer is not optimizer:
-            continue
-        if hasattr(scheduler, "_schedulers"):  # SequentialLR, ChainedScheduler
-            raise UserError(
-                f"{type(scheduler).__name__} cannot take the parameter groups unfreezing adds: use a single scheduler"
-            )
-        factory = getattr(pl_module, "lr_scheduler_factory", None)
-        if factory is None:
-            raise TypeError(f"{type(pl_module).__name__} has no lr_scheduler_factory to rebuild its scheduler with")
-        options = {key: value for key, value in group.items() if key != "params"}
-        alone = Optimizer([{**options, "params": [torch.zeros(1, requires_grad=True)]}], dict(optimizer.defaults))
-        twin = build_scheduler(factory, alone, trainer.estimated_stepping_batches, config.interval)["scheduler"]
-        if not isinstance(scheduler, ReduceLROnPlateau):  # that one steps on a metric, not a count
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
-                for _ in range(scheduler.last_epoch - twin.last_epoch):
-                    twin.step()
-        group.update({key: value for key, value in alone.param_groups[0].items() if key != "params"})
-        for attribute in _PER_GROUP_LISTS:
-            values = getattr(scheduler, attribute, None)
-            if isinstance(values, list) and len(values) == len(optimizer.param_groups) - 1:
-                values.append(getattr(twin, attribute)[0])
-
-
 def finetuning_callbacks(
-    mode: FinetuneMode, unfreeze: Mapping[int, Sequence[str]] | None = None, groups: Sequence[GroupSpec] = ()
+    mode: FinetuneMode,
+    unfreeze: Mapping[int, Sequence[str]] | None = None,
+    groups: Sequence[GroupSpec] = (),
+    scheduler_factory: Callable | None = None,
 ) -> list[BaseFinetuning]:
     """The callbacks that implement a fine-tuning mode (none for ``full``); ``unfreeze`` (epoch ->
-    full module names) turns ``feature_extractor`` into gradual unfreezing."""
+    full module names) turns ``feature_extractor`` into gradual unfreezing, whose new parameter groups
+    join the LR schedulers that ``scheduler_factory`` builds."""
     if mode == "full":
         return []
     if mode == "feature_extractor":
-        return [GradualUnfreezing(unfreeze, groups) if unfreeze else FeatureExtractor()]
+        return [GradualUnfreezing(unfreeze, groups, scheduler_factory) if unfreeze else FreezeBackbone()]
     raise ValueError(f"unknown fine-tuning mode {mode!r}; expected full or feature_extractor")

@@ -9,7 +9,7 @@ Under the model (``FineTuneClassifier.param_groups``)::
 
 - ``name``: the group's name in the optimizer, so its learning rate shows in TensorBoard as
   ``lr-<Optimizer>/<name>`` (``lr-SGD/early``).
-- ``modules``: modules of the net (``resolve_module``): a dotted module name (``model.layer4``), its
+- ``modules``: modules of the net (``ClassifierNet.find_module``): a dotted module name (``model.layer4``), its
   end (``layer4``, ``layer4.2``), or ``head`` for the net's classifier whatever it is called.
 - every other key (``lr``, ``momentum``, ``weight_decay``, ``betas``, ...) is an option of the group
   and must be one the optimizer has; a key left out takes the optimizer's own value.
@@ -19,7 +19,7 @@ whole torchvision model plus ``{modules: [head]}`` for its classifier is fine; t
 same module is an error. Trainable parameters that no group names go to a group called ``default``
 with the optimizer's own options (so one config fits any net: stages it does not name still train).
 Frozen parameters go to no group, and groups with no trainable parameters are left out; a module
-unfrozen later joins the optimizer then, with its group's options (``finetuning.GradualUnfreezing``).
+unfrozen later joins the optimizer then, with its group's options (``lit_transfer.finetune.freezing.GradualUnfreezing``).
 
 Torch's optimizers accept groups as dicts already; what is written here is only the mapping from the
 config's module names to parameters, which neither torch nor Lightning offers.
@@ -35,9 +35,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 from lit_transfer.errors import UserError
+from lit_transfer.nets.base import ClassifierNet
 
 DEFAULT_GROUP = "default"
-HEAD_ALIAS = "head"
 
 
 @dataclass(frozen=True)
@@ -49,35 +49,7 @@ class GroupSpec:
     options: dict[str, Any]
 
 
-def resolve_module(net: nn.Module, name: str) -> str:
-    """The full dotted name of the module of ``net`` that ``name`` means.
-
-    ``name`` is a module name of ``net`` (``model.layer4``) or its end (``layer4``; where several
-    modules end that way, the one nearest the top is meant: ``conv1`` is ``model.conv1``, not
-    ``model.layer1.0.conv1``), or ``head`` for the net's classifier (``head_name``).
-    """
-    modules = dict(net.named_modules())
-    if name and name in modules:
-        return name
-    if name == HEAD_ALIAS and getattr(net, "head_name", None):
-        return net.head_name
-    matches = [m for m in modules if m.endswith("." + name)] if name else []
-    if matches:
-        depth = min(m.count(".") for m in matches)
-        nearest = [m for m in matches if m.count(".") == depth]
-        if len(nearest) == 1:
-            return nearest[0]
-        raise UserError(
-            f"module name {name!r} is ambiguous in {type(net).__name__} ({', '.join(nearest[:4])}, ...): give more of it"
-        )
-    stages = net.stages() if hasattr(net, "stages") else [n for n, _ in net.named_children()]
-    raise UserError(
-        f"{type(net).__name__} has no module {name!r}: use one of its stages ({', '.join(stages)}), "
-        f"'{HEAD_ALIAS}', or another module name from print(net)"
-    )
-
-
-def parse_param_groups(raw: Sequence[dict[str, Any]] | None, net: nn.Module) -> list[GroupSpec]:
+def parse_param_groups(raw: Sequence[dict[str, Any]] | None, net: ClassifierNet) -> list[GroupSpec]:
     """Check the configured groups against ``net`` and resolve their module names."""
     specs: list[GroupSpec] = []
     owner: dict[str, str] = {}  # module -> the group that names it
@@ -105,7 +77,7 @@ def parse_param_groups(raw: Sequence[dict[str, Any]] | None, net: nn.Module) -> 
         lr = options.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
             raise UserError(f"{where}: lr must be a number, not {lr!r}")
-        resolved = tuple(resolve_module(net, m) for m in modules)
+        resolved = tuple(net.find_module(m) for m in modules)
         for module in resolved:
             if module in owner:
                 raise UserError(f"{where} and param group {owner[module]!r} both name module {module!r}: name it once")

@@ -8,30 +8,17 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_transfer.errors import UserError
-from lit_transfer.safe_load import safe_load
+from lit_transfer.finetune.weights import init_from_checkpoint
+from lit_transfer.nets.base import ClassifierNet
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
-from lit_transfer.weights import LoadReport, load_state_dict_matching, unwrap_state_dict
-
-
-def init_from_checkpoint(net: nn.Module, path: str) -> LoadReport:
-    """Load a checkpoint's net into ``net`` except its head (transfer from your own run, even one
-    with another number of classes); the head keeps its fresh initialisation."""
-    state = unwrap_state_dict(safe_load(path, "checkpoint"), path)
-    head = getattr(net, "head_name", None)
-    body = {k: v for k, v in state.items() if not (head and k.removeprefix("net.").startswith(head + "."))}
-    report = load_state_dict_matching(net, body, f"checkpoint {path!r}")
-    rank_zero_info(report.summary() + f"\n  head {head} left new ({len(state) - len(body)} tensors not taken)")
-    return report
-
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
-NetFactory = Callable[[int], nn.Module]
+NetFactory = Callable[[int], ClassifierNet]
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -74,6 +61,11 @@ class ImageClassifier(LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.net = net(num_classes)
+        if not isinstance(self.net, ClassifierNet):
+            raise UserError(
+                f"the net {type(self.net).__name__} is not a lit_transfer.nets.ClassifierNet: subclass it and set "
+                "head_name (the dotted name of its classifier layer)"
+            )
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval

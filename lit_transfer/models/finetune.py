@@ -9,11 +9,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lit_transfer.errors import UserError
-from lit_transfer.feature_cache import FeatureCache
-from lit_transfer.finetuning import FinetuneMode, finetuning_callbacks
-from lit_transfer.param_groups import check_options, describe, optimizer_groups, parse_param_groups, resolve_module
-from lit_transfer.tasks.classifier import ImageClassifier, NetFactory
-from lit_transfer.weights import LoadReport, is_weights_path, load_pretrained, torchvision_weights
+from lit_transfer.finetune.feature_cache import FeatureCache
+from lit_transfer.finetune.freezing import FinetuneMode, finetuning_callbacks
+from lit_transfer.finetune.param_groups import check_options, describe, optimizer_groups, parse_param_groups
+from lit_transfer.finetune.weights import LoadReport, is_weights_path, load_pretrained, torchvision_weights
+from lit_transfer.models.classifier import ImageClassifier, NetFactory
 
 
 class FineTuneClassifier(ImageClassifier):
@@ -22,17 +22,17 @@ class FineTuneClassifier(ImageClassifier):
     Args:
         weights: ``DEFAULT``, ``IMAGENET1K_V1``, any torchvision weights name such as
             ``AlexNet_Weights.IMAGENET1K_V1``, a path to a ``.pth`` file, or null (random init);
-            see ``lit_transfer.weights``.
+            see ``lit_transfer.finetune.weights``.
         finetune: ``full`` trains every parameter; ``feature_extractor`` trains only the net's head
             and keeps the rest, BatchNorm statistics included, as loaded.
         param_groups: learning-rate groups, each naming modules of the net with its own optimizer
             options, e.g. ``[{name: layer4, modules: [layer4], lr: 1.0e-4}, ...]``; trainable
-            parameters no group names form the group ``default`` (see ``lit_transfer.param_groups``).
+            parameters no group names form the group ``default`` (see ``lit_transfer.finetune.param_groups``).
         unfreeze: with ``finetune: feature_extractor``, the modules to unfreeze when an epoch starts,
             e.g. ``{2: [layer4], 4: [layer3]}``; each joins the optimizer with its group's options.
         feature_cache: with ``finetune: feature_extractor`` (no ``unfreeze``) and training images that
             are not randomly augmented (``data.augment: none``), compute the backbone's features of the
-            training and validation images once and train the head on them (``lit_transfer.feature_cache``).
+            training and validation images once and train the head on them (``lit_transfer.finetune.feature_cache``).
 
     The weights are loaded when fitting, validating, testing or predicting starts, unless a
     checkpoint is restored (``ImageClassifier.load_initial_weights``): its weights replace them
@@ -59,7 +59,7 @@ class FineTuneClassifier(ImageClassifier):
         if unfreeze and finetune != "feature_extractor":
             raise UserError("unfreeze needs finetune: feature_extractor (the net starts frozen but for its head)")
         self.unfreeze = {
-            int(epoch): [resolve_module(self.net, m) for m in modules] for epoch, modules in (unfreeze or {}).items()
+            int(epoch): [self.net.find_module(m) for m in modules] for epoch, modules in (unfreeze or {}).items()
         }
         if feature_cache and (finetune != "feature_extractor" or self.unfreeze):
             raise UserError(
@@ -75,7 +75,7 @@ class FineTuneClassifier(ImageClassifier):
         super().load_initial_weights()
 
     def configure_callbacks(self):
-        return finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs)
+        return finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs, self.lr_scheduler_factory)
 
     # -- learning-rate groups -------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:

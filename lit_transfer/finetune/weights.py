@@ -4,7 +4,7 @@
 
 - ``None``: keep the net's random initialisation;
 - ``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...: a member of the net's own torchvision weights enum (the
-  net says which torchvision model it is through its ``torchvision_name`` attribute);
+  net says which torchvision model it is: ``ClassifierNet.weights_family``);
 - ``"AlexNet_Weights.IMAGENET1K_V1"``: any torchvision weights name;
 - ``"/path/to/file.pth"``: a local file, read with ``safe_load`` (tensors only, never code).
 
@@ -28,8 +28,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchvision.models import get_model_weights, get_weight
 
-from lit_transfer.errors import UserError
-from lit_transfer.safe_load import safe_load
+from lit_transfer.errors import UserError, first_line, some
+from lit_transfer.files import safe_load
+from lit_transfer.nets.base import ClassifierNet
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 # Checkpoint dicts that hold the weights under one key: Lightning ("state_dict"), the PyTorch
@@ -37,7 +38,6 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 # Added in front of every key by nn.DataParallel / DistributedDataParallel and by torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_LISTED = 8  # names shown per list in a report
 
 
 @dataclass
@@ -56,32 +56,26 @@ class LoadReport:
         lines = [f"weights {self.source}: loaded {len(self.loaded)} tensors into {self.net_name}, skipped {skipped}"]
         if self.mismatched:
             shapes = [f"{k} (file {list(a)}, net {list(b)})" for k, a, b in self.mismatched]
-            lines.append("  skipped, shape differs: " + _some(shapes))
+            lines.append("  skipped, shape differs: " + some(shapes))
         if self.unused:
-            lines.append("  skipped, not in the net: " + _some(self.unused))
+            lines.append("  skipped, not in the net: " + some(self.unused))
         if self.missing:
-            lines.append("  not in the file, left as initialised: " + _some(self.missing))
+            lines.append("  not in the file, left as initialised: " + some(self.missing))
         return "\n".join(lines)
 
 
-def _some(names: list[str]) -> str:
-    shown = ", ".join(names[:_LISTED])
-    return shown + (f" ... and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
-
-
-def load_pretrained(net: nn.Module, weights: str | None, progress: bool = True) -> LoadReport | None:
+def load_pretrained(net: ClassifierNet, weights: str | None, progress: bool = True) -> LoadReport | None:
     """Load ``weights`` (see the module docstring) into ``net``; log and return what was loaded."""
     if weights is None:
         return None
     state_dict, source = read_weights(weights, net, progress=progress)
     report = load_state_dict_matching(net, state_dict, source)
     rank_zero_info(report.summary())
-    head = getattr(net, "head_name", None)
-    backbone_missing = [k for k in report.missing if head is None or not k.startswith(head + ".")]
-    if head is not None and backbone_missing:
+    backbone_missing = [k for k in report.missing if not net.in_head(k)]
+    if backbone_missing:
         rank_zero_warn(
             f"{len(backbone_missing)} tensors outside the head of {report.net_name} were not in {source} and keep "
-            f"their random initialisation: {_some(backbone_missing)}"
+            f"their random initialisation: {some(backbone_missing)}"
         )
     return report
 
@@ -97,7 +91,7 @@ def is_weights_path(weights: str) -> bool:
     )
 
 
-def read_weights(weights: str, net: nn.Module, progress: bool = True) -> tuple[dict[str, Tensor], str]:
+def read_weights(weights: str, net: ClassifierNet, progress: bool = True) -> tuple[dict[str, Tensor], str]:
     """The tensors of a weights name or file, keyed as in the file (wrappers undone), and a description."""
     if is_weights_path(weights):
         return unwrap_state_dict(safe_load(weights, what="weights file"), weights), f"file {weights!r}"
@@ -106,9 +100,9 @@ def read_weights(weights: str, net: nn.Module, progress: bool = True) -> tuple[d
 
 
 # -- torchvision names ------------------------------------------------------------------------
-def torchvision_weights(name: str, net: nn.Module):
+def torchvision_weights(name: str, net: ClassifierNet):
     """The torchvision ``WeightsEnum`` member that ``name`` means for ``net``."""
-    model_name = getattr(net, "torchvision_name", None)
+    model_name = net.weights_family
     enum = get_model_weights(model_name) if model_name else None
     valid = _valid_names(enum)
     if "." in name:  # "AlexNet_Weights.IMAGENET1K_V1"
@@ -156,7 +150,7 @@ def download_torchvision_weights(enum_member, progress: bool = True) -> dict[str
         state_dict = enum_member.get_state_dict(progress=progress, weights_only=True)
     except (OSError, HTTPException, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         # no network, an HTTP error, a truncated or unsafe (pickled code) cached file, ...
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         if cached.is_file():  # the download (if any) finished, so reading the file failed
             raise UserError(
                 f"cached weights file {str(cached)!r} cannot be read safely ({reason}): delete it and retry, "
@@ -185,7 +179,7 @@ def unwrap_state_dict(obj, source: str) -> dict[str, Tensor]:
     tensors = {_strip_wrappers(str(k)): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not tensors:
         raise UserError(
-            f"weights {source!r} hold no tensors (keys: {_some([str(k) for k in obj])}): save model.state_dict()"
+            f"weights {source!r} hold no tensors (keys: {some([str(k) for k in obj])}): save model.state_dict()"
         )
     return tensors
 
@@ -243,10 +237,20 @@ def load_state_dict_matching(net: nn.Module, source: dict[str, Tensor], source_n
     if not selected:
         raise UserError(
             f"weights {source_name} match none of the {len(target)} tensors of {report.net_name} "
-            f"(file keys like {_some(list(source)[:3])}; net keys like {_some(list(target)[:3])}): "
+            f"(file keys like {some(list(source)[:3])}; net keys like {some(list(target)[:3])}): "
             "are they for another network?"
         )
     net.load_state_dict(selected, strict=False)
     report.loaded = list(selected)
     report.missing = [k for k in target if k not in selected]
+    return report
+
+
+def init_from_checkpoint(net: ClassifierNet, path: str) -> LoadReport:
+    """Load a checkpoint's net into ``net`` except its head (transfer from your own run, even one
+    with another number of classes); the head keeps its fresh initialisation."""
+    state = unwrap_state_dict(safe_load(path, "checkpoint"), path)
+    body = {k: v for k, v in state.items() if not net.in_head(k.removeprefix("net."))}
+    report = load_state_dict_matching(net, body, f"checkpoint {path!r}")
+    rank_zero_info(report.summary() + f"\n  head {net.head_name} left new ({len(state) - len(body)} tensors not taken)")
     return report

@@ -20,17 +20,15 @@ Nothing in Lightning or torchvision does this; it is a precomputed ``TensorDatas
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset, TensorDataset
 
+from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.nets.base import ClassifierNet
-
-_SPLITS = ("train_set", "val_set")
 
 
 class FeatureCache:
@@ -38,48 +36,42 @@ class FeatureCache:
 
     def __init__(self) -> None:
         self.active = False
-        self._data: Any = None
-        self._images: dict[str, Dataset] = {}
+        self._data: ClassificationDataModule | None = None
+        self._images: tuple[Dataset, Dataset] | None = None
 
     def attach(self, trainer: Trainer, net: ClassifierNet, device: torch.device) -> None:
         data = trainer.datamodule
-        if data is None or not all(hasattr(data, split) for split in _SPLITS):
+        if not isinstance(data, ClassificationDataModule):
             raise UserError(
                 "feature_cache needs one of lit_transfer's data modules (train and validation sets to cache)"
             )
-        if getattr(data, "augment", None) != "none":
+        if data.augment != "none":
             raise UserError(
                 f"feature_cache needs training images that are the same every epoch: set --data.augment none "
-                f"(now {getattr(data, 'augment', None)!r}), or leave the cache off"
+                f"(now {data.augment!r}), or leave the cache off"
             )
         start = time.perf_counter()
-        self._data = data
-        self._images = {split: getattr(data, split) for split in _SPLITS}
-        features = {
-            split: compute_features(net, data, dataset, device, trainer.precision_plugin.forward_context)
-            for split, dataset in self._images.items()
-        }
-        for split, dataset in features.items():
-            setattr(data, split, dataset)
+        self._data, self._images = data, (data.train_set, data.val_set)
+        context = trainer.precision_plugin.forward_context
+        train, val = (compute_features(net, data, dataset, device, context) for dataset in self._images)
+        data.train_set, data.val_set = train, val
         self.active = True
-        dim = features["train_set"].tensors[0].shape[1:]
         rank_zero_info(
-            f"feature cache: computed the frozen backbone's features {tuple(dim)} of {len(features['train_set'])} training "
-            f"and {len(features['val_set'])} validation images in {time.perf_counter() - start:.1f} s; "
+            f"feature cache: computed the frozen backbone's features {tuple(train.tensors[0].shape[1:])} of "
+            f"{len(train)} training and {len(val)} validation images in {time.perf_counter() - start:.1f} s; "
             "the epochs train the head on them"
         )
 
     def detach(self) -> None:
         """Give the data module its images back."""
-        if self._data is not None:
-            for split, dataset in self._images.items():
-                setattr(self._data, split, dataset)
-        self.active, self._data, self._images = False, None, {}
+        if self._data is not None and self._images is not None:
+            self._data.train_set, self._data.val_set = self._images
+        self.active, self._data, self._images = False, None, None
 
 
 @torch.no_grad()
 def compute_features(
-    net: ClassifierNet, data: Any, dataset: Dataset, device: torch.device, forward_context
+    net: ClassifierNet, data: ClassificationDataModule, dataset: Dataset, device: torch.device, forward_context
 ) -> TensorDataset:
     """``(features, label)`` for each item of ``dataset``, in order, read through the data module's own
     evaluation loader (its workers and batch size); kept on the CPU."""
@@ -87,7 +79,7 @@ def compute_features(
     net.eval()
     features, labels = [], []
     try:
-        for x, y in data._loader(dataset):
+        for x, y in data.make_loader(dataset):
             with forward_context():
                 features.append(net.forward_features(data.normalize(x.to(device))).float().cpu())
             labels.append(y)

@@ -1,0 +1,162 @@
+"""``python -m lit_transfer {fit,validate,test,predict}``: LightningCLI composed with the project's
+model, data modules, callbacks and defaults. ``--ckpt_path`` is resolved in ``cli.checkpoints``,
+errors are translated in ``cli.errors``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lit_transfer.accelerators import prepare_trainer_kwargs  # also registers "npu" before any Trainer exists
+from lit_transfer.callbacks import (
+    AtomicCheckpointIO,
+    ChannelsLast,
+    PredictionCSVWriter,
+    RNGStateCheckpoint,
+    ValidationReport,
+)
+from lit_transfer.cli.checkpoints import CKPT_FLAG, ROOT_FLAG, Checkpoint, arg_value, resolve, with_checkpoint
+from lit_transfer.cli.errors import PROG, Parser, checkpoint_mismatch, user_errors_exit
+from lit_transfer.data.base import ClassificationDataModule
+from lit_transfer.errors import UserError, first_line
+from lit_transfer.models import ImageClassifier
+
+
+class LitTransferCLI(LightningCLI):
+    """Subcommands fit/validate/test/predict; model and data named by ``class_path`` in YAML."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        self.checkpoint: Checkpoint | None = None  # what --ckpt_path names, read once
+        super().__init__(
+            model_class=ImageClassifier,
+            datamodule_class=ClassificationDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_class=Parser,
+            auto_configure_optimizers=False,
+            trainer_defaults={"callbacks": [PredictionCSVWriter(), RNGStateCheckpoint()]},
+            parser_kwargs={"prog": PROG},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The data module knows its classes; the model gets them instead of the user typing them twice.
+        parser.link_arguments(
+            "data", "model.init_args.class_names", compute_fn=self._class_names, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data", "model.init_args.num_classes", compute_fn=self._num_classes, apply_on="instantiate"
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # Lightning 2.6 writes `save_last` only when a top-k checkpoint is written too, i.e. only
+        # when val/acc improves; resuming needs the newest state, so last.ckpt has its own
+        # callback, written every epoch.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.every_n_epochs": 1,
+                "last_checkpoint.enable_version_counter": False,
+            }
+        )
+        # Off by default; `--step_checkpoint.every_n_train_steps N` also saves every N steps, so a
+        # long epoch is not lost whole (`--ckpt_path last` takes the newest checkpoint of any kind).
+        parser.add_lightning_class_args(ModelCheckpoint, "step_checkpoint")
+        parser.set_defaults(
+            {
+                "step_checkpoint.filename": "step{step:08d}",
+                "step_checkpoint.auto_insert_metric_name": False,
+                "step_checkpoint.every_n_train_steps": 0,
+                "step_checkpoint.every_n_epochs": 0,
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(ValidationReport, "report")
+        parser.add_lightning_class_args(ChannelsLast, "channels_last")
+
+    def _class_names(self, data: ClassificationDataModule) -> list[str] | None:
+        """The class names the model is built with: the data's, else (predicting without a data
+        folder) the checkpoint's; both known and different is the user's mistake."""
+        saved = self.checkpoint.class_names if self.checkpoint else None
+        if data.class_names is not None and saved is not None and list(data.class_names) != list(saved):
+            raise UserError(
+                f"the checkpoint was trained on {len(saved)} classes {saved} but the data has "
+                f"{len(data.class_names)} classes {data.class_names}: use matching data, or start from "
+                "the checkpoint's weights with --model.init_from instead of --ckpt_path"
+            )
+        return data.class_names if data.class_names is not None else saved
+
+    def _num_classes(self, data: ClassificationDataModule) -> int | None:
+        names = self._class_names(data)
+        return None if names is None else len(names)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """As LightningCLI's, minus its warning about args given while sys.argv has some, plus the
+        settings saved in ``--ckpt_path`` as defaults (``cli.checkpoints``)."""
+        args = list(sys.argv[1:] if args is None else args)
+        self.config = parser.parse_args(self._with_checkpoint(args, arg_value(args, ROOT_FLAG)))
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.checkpoint is None and self.config[subcommand].get("ckpt_path") == "last":
+            # `last` is looked for under default_root_dir, which a --config file may have set.
+            root = self.config[subcommand].trainer.default_root_dir
+            if root != arg_value(args, ROOT_FLAG):
+                self.config = parser.parse_args(self._with_checkpoint(args, root))
+
+    def _with_checkpoint(self, args: list[str], default_root_dir: str | None) -> list[str]:
+        path = resolve(arg_value(args, CKPT_FLAG), default_root_dir) if args else None
+        if path is None:
+            return args
+        self.checkpoint = Checkpoint.read(path)
+        return with_checkpoint(args, self.checkpoint)
+
+    def _parse_ckpt_path(self) -> None:
+        """Nothing to do: ``parse_arguments`` applied the checkpoint's settings once, as defaults.
+
+        Overridden because LightningCLI has no public switch for this step, which would read the
+        checkpoint again and let its settings override the user's config and flags.
+        """
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Lightning's strategy/precision defaults are wrong for an accelerator it does not know (npu).
+        config = {**self.config_init.get(str(self.subcommand), self.config_init).get("trainer", {}), **kwargs}
+        try:
+            trainer = super().instantiate_trainer(**prepare_trainer_kwargs(config))
+        except (MisconfigurationException, ValueError) as err:  # bad accelerator/devices/strategy flags
+            raise UserError(f"trainer settings: {first_line(err)}") from err
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Overridden because no public LightningCLI hook wraps the subcommand's call, where a
+        checkpoint of another network fails to load."""
+        try:
+            super()._run_subcommand(subcommand)
+        except RuntimeError as err:
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            user_error = checkpoint_mismatch(err, ckpt_path, type(self.model.net).__name__)
+            if user_error is None:
+                raise
+            raise user_error from err
+
+
+def main(args=None) -> LitTransferCLI:
+    with user_errors_exit():
+        return LitTransferCLI(args=args)

@@ -1,0 +1,116 @@
+"""What ``--ckpt_path`` means: ``last`` resolved to a file, the file read once, and its saved settings
+turned into command-line defaults.
+
+A checkpoint saves the model's and the data module's settings (``hyper_parameters``,
+``datamodule_hyper_parameters``). They are put in front of the user's arguments, so the user's config
+and flags override them and ``predict --ckpt_path X --data.predict_root imgs`` needs no config: the
+net, the class names and the evaluation transforms come from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lit_transfer.cli.errors import renamed_class_path
+from lit_transfer.errors import UserError
+from lit_transfer.files import safe_load
+
+CKPT_FLAG = "--ckpt_path"
+ROOT_FLAG = "--trainer.default_root_dir"
+
+
+def is_complete(path: Path) -> bool:
+    """A torch checkpoint is a zip archive whose directory is written last: a truncated file has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
+    """The newest complete checkpoint of any earlier version folder (``last.ckpt``, or a step
+    checkpoint written after it).
+
+    Each run writes a new version folder, so Lightning's own ``ckpt_path="last"`` would look only
+    in the new, empty one.
+    """
+    logs = Path(default_root_dir or ".") / "lightning_logs"
+    candidates = sorted(logs.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return next((p for p in candidates if is_complete(p)), None)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint file and the settings it was trained with."""
+
+    path: Path
+    model_settings: dict[str, Any]
+    data_settings: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint:
+        # mmap: only the small settings are read now; the trainer reads the tensors when it restores.
+        ckpt = safe_load(path, "checkpoint", mmap=True)
+        if not isinstance(ckpt, dict):
+            raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a Lightning checkpoint")
+        return cls(path, dict(ckpt.get("hyper_parameters") or {}), dict(ckpt.get("datamodule_hyper_parameters") or {}))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.model_settings.get("class_names")
+
+    def as_arguments(self) -> list[str]:
+        """``--model <spec> --data <spec>`` for the settings saved with a class path."""
+        arguments = []
+        for flag, settings in (("--model", self.model_settings), ("--data", self.data_settings)):
+            if "_class_path" in settings:
+                class_path = renamed_class_path(settings["_class_path"]) or settings["_class_path"]
+                init_args = {k: v for k, v in settings.items() if not k.startswith("_")}
+                arguments += [flag, json.dumps({"class_path": class_path, "init_args": init_args})]
+        return arguments
+
+
+def arg_value(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in ``args`` (``--name value`` or ``--name=value``), the last one given."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def resolve(ckpt_path: str | None, default_root_dir: str | None) -> Path | None:
+    """The file ``--ckpt_path`` names: ``last`` is the newest complete checkpoint under
+    ``default_root_dir`` (None when there is none yet); a path must exist."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = find_last_checkpoint(default_root_dir)
+        if found is not None:
+            print(f"--ckpt_path last: using {found}")
+        return found
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {ckpt_path!r} does not exist: check --ckpt_path")
+    return path
+
+
+def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
+    """``args`` (subcommand first) with ``--ckpt_path`` naming the file and the checkpoint's settings
+    in front of the user's, as defaults."""
+    path = str(checkpoint.path)
+    replaced = []
+    for i, arg in enumerate(args):
+        if i > 0 and args[i - 1] == CKPT_FLAG:
+            arg = path
+        elif arg.startswith(CKPT_FLAG + "="):
+            arg = f"{CKPT_FLAG}={path}"
+        replaced.append(arg)
+    return [replaced[0], *checkpoint.as_arguments(), *replaced[1:]]

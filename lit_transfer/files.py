@@ -1,0 +1,105 @@
+"""Files read safely and written atomically.
+
+- ``safe_load``: checkpoints and weight files hold tensors and plain containers only, never code.
+- ``atomic_file``: a file is written under a temporary name in its folder and renamed into place.
+- ``staging_folder`` + ``publish``: a folder (a data set) is built next to its place and renamed in.
+
+A rename within one folder is atomic, so what a kill leaves behind is either complete or absent,
+and a later run never trusts half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from lit_transfer.errors import UserError, first_line
+
+
+def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU, with a user error for a missing, truncated or
+    unsafe (pickled-code) file instead of a traceback. ``mmap`` reads only what is used, for a
+    quick look at a large checkpoint's hyperparameters."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # not a torch file at all
+            raise UserError(f"{what} {str(path)!r} is not a torch file ({first_line(err)})") from err
+        raise UserError(
+            f"{what} {str(path)!r} holds pickled Python objects, not only tensors, and was refused "
+            "(loading it could run code): re-save it as a plain state_dict"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise UserError(
+            f"{what} {str(path)!r} cannot be read ({first_line(err)}): it may be truncated or not a torch file"
+        ) from err
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file to write ``path`` through: a temporary file in the same folder, flushed to disk
+    and renamed to ``path`` when the block ends without an exception, removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the file is not
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    with suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def staging_folder(dest: str | Path, label: str = "") -> Iterator[Path]:
+    """A new, empty temporary folder next to ``dest`` (same file system, so ``publish`` is a rename),
+    removed with whatever is left in it when the block ends, whether or not it succeeded."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-{label}", dir=dest.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(folder: Path, dest: str | Path) -> None:
+    """Rename ``folder`` (inside a ``staging_folder``) to ``dest``. When ``dest`` appeared meanwhile,
+    another process finished the same work first and its result stands."""
+    try:
+        os.rename(folder, dest)
+    except OSError:
+        if not Path(dest).is_dir():
+            raise
