@@ -18,9 +18,7 @@ random-pixel images are generated and the accuracies mean nothing (said in the o
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,7 +26,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import lightning
 import numpy as np
 import torch
 import torchvision
@@ -38,15 +35,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from benchmarks import common
 from lit_transfer.data.presets import CIFAR_MEAN, CIFAR_STD
 from lit_transfer.nets import AlexNet32
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "cifar10_alexnet.yaml"
+CONFIG = common.REPO / "configs" / "cifar10_alexnet.yaml"
 SUBSET = "cifar10_partial_png"
 TRAIN_BATCH, EVAL_BATCH = 128, 100
 # The recipe: SGD(momentum 0.9, weight decay 5e-4) + OneCycleLR stepped every batch.
-MAX_LR, DIV_FACTOR, FINAL_DIV_FACTOR, PCT_START = 0.1, 25, 1e4, 0.3
+MAX_LR = 0.1
+ONE_CYCLE = {"max_lr": MAX_LR, "div_factor": 25, "final_div_factor": 1e4, "pct_start": 0.3}
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -93,13 +91,7 @@ def plain_loop(folder: Path, epochs: int, limit: int | None, num_workers: int, i
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=MAX_LR, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=MAX_LR,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        div_factor=DIV_FACTOR,
-        final_div_factor=FINAL_DIV_FACTOR,
-        pct_start=PCT_START,
+        optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, **ONE_CYCLE
     )
 
     timed: list[tuple[float, int, bool]] = []  # timing: (seconds, images, first of its epoch)
@@ -300,11 +292,11 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cifar_loop", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help=f"folder holding {SUBSET}/")
+    parser = common.benchmark_parser("benchmarks.cifar_loop", __doc__)
+    common.add_data_option(parser, SUBSET)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="training batches per epoch (default: all)")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, the same for both")
+    common.add_workers_option(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one pair of runs per seed")
     parser.add_argument(
         "--mode",
@@ -313,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="interleaved (default): the runs take turns batch by batch, so both see the same load "
         "from other processes on a shared machine; or one whole run after the other",
     )
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "cifar_loop.json"))
+    common.add_out_option(parser, "cifar_loop.json")
     parser.add_argument(
         "ours_args",
         nargs="*",
@@ -321,20 +313,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    folder = Path(args.data) / SUBSET
-    tmp = None
-    if folder.is_dir():
-        data_note = f"real CIFAR-10 subset {folder}"
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="cifar_synthetic-")
-        folder = write_synthetic(Path(tmp.name))
-        data_note = f"SYNTHETIC random-pixel images ({folder}): {SUBSET} not found under {args.data}; accuracies are meaningless"
-    print(f"data: {data_note}", flush=True)
-    warm_file_cache(folder)
-
-    pairs = [run_pair(folder, args, seed) for seed in args.seeds]
-    if tmp is not None:
-        tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="cifar_synthetic-") as tmp:
+        folder, data_note = common.real_or_synthetic(
+            args.data,
+            SUBSET,
+            lambda: write_synthetic(Path(tmp)),
+            real="CIFAR-10 subset",
+            synthetic="SYNTHETIC random-pixel images ({root}): {subset} not found under {data}; accuracies are meaningless",
+        )
+        warm_file_cache(folder)
+        pairs = [run_pair(folder, args, seed) for seed in args.seeds]
     plain, lit = summarize([p for p, _ in pairs]), summarize([o for _, o in pairs])
 
     report = {
@@ -347,11 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mode": args.mode,
         "ours_args": args.ours_args,
         "torch_threads": torch.get_num_threads(),
-        "versions": {
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": common.versions(),
         "plain": plain,
         "ours": lit,
         "ratio_images_per_second": round(lit["images_per_second"] / plain["images_per_second"], 3),
@@ -364,12 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         # their ratios is the least noisy speed comparison on a shared machine.
         ratios = [p[0] / o[0] for pp, oo in pairs for p, o in zip(pp["batches"], oo["batches"]) if not p[2]]
         report["ratio_paired_batches_median"] = round(statistics.median(ratios), 3)
-    print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return report
+    return common.publish(report, args.out, print_table)
 
 
 def print_table(report: dict) -> None:
@@ -398,9 +377,9 @@ def print_table(report: dict) -> None:
         f"seeds {report['seeds']}, {report['num_workers']} workers, {report['torch_threads']} torch threads, "
         f"{report['mode']}"
     )
-    print(f"{'':28}{'plain loop':>12}{'ours':>12}{'ours/plain':>12}")
-    for label, a, b, r in rows:
-        print(f"{label:28}{'-' if a is None else a:>12}{'-' if b is None else b:>12}{r:>12}")
+    print(
+        common.format_table(["", "plain loop", "ours", "ours/plain"], rows, widths=(28, 12, 12, 12), gap="", rule=None)
+    )
     if len(report["seeds"]) > 1:
         print(f"test acc per seed: plain {plain['test_acc_per_seed']}, ours {lit['test_acc_per_seed']}")
 

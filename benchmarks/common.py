@@ -1,8 +1,9 @@
-"""What the issue-8 benchmarks share: interleaved timing, the machine's description, peak memory,
-a plain-text table and the JSON file."""
+"""What the benchmarks share: their command-line options, the data folder or its synthetic stand-in,
+interleaved timing, the machine's description, peak memory, a plain-text table and the JSON file."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,13 +12,69 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 
+# -- command line ----------------------------------------------------------------------------------
+def benchmark_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m <module>``, described by the first line of the module's docstring:
+    every benchmark's ``--help`` starts the same way."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
+
+
+def add_data_option(parser: argparse.ArgumentParser, subset: str | Path) -> None:
+    """``--data``: the shared data folder holding ``subset`` (generated images stand in without it)."""
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"folder holding {subset}/")
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--num-workers``: one DataLoader setting for both sides of a comparison, so it is fair."""
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, the same for both")
+
+
+def add_out_option(parser: argparse.ArgumentParser, filename: str) -> None:
+    """``--out``: the JSON result, by default ``benchmarks/results/<filename>``."""
+    parser.add_argument("--out", default=str(RESULTS / filename))
+
+
+# -- data ------------------------------------------------------------------------------------------
+def real_or_synthetic(
+    data: str | Path, subset: str | Path, generate: Callable[[], Path], real: str, synthetic: str
+) -> tuple[Path, str]:
+    """``<data>/<subset>`` when it is there, else the folder ``generate()`` writes; and the note that
+    says which, printed now and kept for the report: numbers measured on generated images must say so.
+    The note is ``real <real> <folder>``, or ``synthetic`` with ``{root}`` (the generated folder),
+    ``{subset}`` and ``{data}`` filled in."""
+    root = Path(data) / subset
+    if root.is_dir():
+        note = f"real {real} {root}"
+    else:
+        root = generate()
+        note = synthetic.format(root=root, subset=subset, data=data)
+    print(f"data: {note}", flush=True)
+    return root, note
+
+
+def write_flat_cats_dogs(
+    root: Path, per_class: int, picture: Callable[[str, int], Image.Image], **save_options: Any
+) -> Path:
+    """Generated stand-ins for the Kaggle dogs-vs-cats subset, in its flat layout (``cat.<n>.jpg``,
+    ``dog.<n>.jpg``, the label in the name): ``picture(label, n)`` draws each. Timing only."""
+    root.mkdir(parents=True)
+    for label in ("cat", "dog"):
+        for n in range(per_class):
+            picture(label, n).save(root / f"{label}.{n}.jpg", **save_options)
+    return root
+
+
+# -- measuring -------------------------------------------------------------------------------------
 def interleave(candidates: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds of each call of each candidate, taking turns (A, B, A, B, ...): on a machine shared
     with other work both then see the same load, which one run after the other would not.
@@ -65,6 +122,15 @@ def _memory_gib() -> float | None:
     return None
 
 
+def versions() -> dict[str, str]:
+    """The ``versions`` entry of the training benchmarks' JSON (torch, Lightning, Python), kept with
+    these keys so new results compare with those already written; ``machine()`` says more."""
+    import lightning
+    import torch
+
+    return {"torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()}
+
+
 def machine() -> dict[str, Any]:
     """The machine and the library versions a result was measured with."""
     import lightning
@@ -90,20 +156,44 @@ def machine() -> dict[str, Any]:
     }
 
 
-def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A left-aligned first column and right-aligned others, as text; None prints as ``-``."""
+# -- report ----------------------------------------------------------------------------------------
+def format_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    widths: Sequence[int] | None = None,
+    align: str | None = None,
+    gap: str = "  ",
+    rule: str | None = "columns",
+) -> str:
+    """A table as text; None prints as ``-``. By default the first column left-aligned and the others
+    right-aligned, each as wide as its widest cell, two spaces apart, dashes under each heading.
+    The keywords keep the layout of tables first printed with f-strings (their output is quoted):
+    ``widths`` fixed (a longer cell is not cut), ``align`` a ``<`` or ``>`` per column, ``gap`` between
+    columns, ``rule`` the line under the headings: ``"columns"``, ``"full"`` (unbroken) or None.
+    A row may have fewer cells than there are columns."""
     cells = [[str(c) for c in columns]] + [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    if widths is None:
+        widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(len(columns))]
+    align = align or "<" + ">" * (len(columns) - 1)
+    lines = [gap.join(v.ljust(w) if a == "<" else v.rjust(w) for v, w, a in zip(row, widths, align)) for row in cells]
+    if rule == "columns":
+        lines.insert(1, gap.join("-" * w for w in widths))
+    elif rule == "full":
+        lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
 def write_json(path: str | Path, report: dict) -> Path:
+    """``report`` as indented JSON at ``path`` (its folder made as needed); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def publish(report: dict, out: str | Path, print_table: Callable[[dict], None]) -> dict:
+    """How every benchmark ends: its table printed, its JSON written to ``out`` and where said."""
+    print_table(report)
+    print(f"wrote {write_json(out, report)}")
+    return report

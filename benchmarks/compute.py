@@ -18,7 +18,6 @@ medians: images/second, GFLOP/s, the share of the matmul peak, and the channels_
 
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RESULTS, format_table, interleave, machine, median, write_json
+from benchmarks.common import add_out_option, benchmark_parser, format_table, interleave, machine, median, publish
 from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
 
 MATMUL_SIZE = 2048  # torch.mm of two 2048x2048 matrices; oneDNN: 2048 channels, 16x16 pixels, batch 16
@@ -127,13 +126,13 @@ def measure(case: NetCase, steps: int | None, matmul_size: int = MATMUL_SIZE) ->
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compute", description=__doc__.splitlines()[0])
+    parser = benchmark_parser("benchmarks.compute", __doc__)
     parser.add_argument("--nets", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--steps", type=int, default=None, help="timed steps of each format (default: per net)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: batch 2, 64 px instead of 224, 1 step, 512x512 matmul"
     )
-    parser.add_argument("--out", default=str(RESULTS / "compute.json"))
+    add_out_option(parser, "compute.json")
     args = parser.parse_args(argv)
 
     results = []
@@ -152,9 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "nets": results,
     }
-    print_table(report)
-    print(f"wrote {write_json(args.out, report)}")
-    return report
+    return publish(report, args.out, print_table)
 
 
 def print_table(report: dict) -> None:

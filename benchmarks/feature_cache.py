@@ -21,23 +21,20 @@ backbone's share of an epoch, and so the ratio, only grows with the image size.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import lightning
 import torch
 from lightning.pytorch import Callback
 from PIL import Image
 
+from benchmarks import common
 from lit_transfer.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "catsdogs_resnet50.yaml"
+CONFIG = common.REPO / "configs" / "catsdogs_resnet50.yaml"
 SUBSET = Path("dogs_vs_cats_kaggle_subset") / "train"
 
 
@@ -61,13 +58,14 @@ class EpochTimer(Callback):
         self.epoch_seconds.append(time.perf_counter() - self.epoch_start)
 
 
+COLOURS = {"cat": (200, 80, 40), "dog": (40, 160, 200)}
+
+
 def write_synthetic(root: Path, per_class: int = 200) -> Path:
     """A flat ``cat.<n>.jpg`` / ``dog.<n>.jpg`` folder of plain-coloured pictures: timing only."""
-    root.mkdir(parents=True)
-    for label, colour in (("cat", (200, 80, 40)), ("dog", (40, 160, 200))):
-        for n in range(per_class):
-            Image.new("RGB", (320 + n % 50, 240), colour).save(root / f"{label}.{n}.jpg")
-    return root
+    return common.write_flat_cats_dogs(
+        root, per_class, lambda label, n: Image.new("RGB", (320 + n % 50, 240), COLOURS[label])
+    )
 
 
 def run(root: Path, cached: bool, args, workdir: Path) -> dict:
@@ -129,21 +127,22 @@ def run(root: Path, cached: bool, args, workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.feature_cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help=f"folder holding {SUBSET}/")
+    parser = common.benchmark_parser("benchmarks.feature_cache", __doc__)
+    common.add_data_option(parser, SUBSET)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers, the same for both")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "feature_cache.json"))
+    common.add_workers_option(parser)
+    common.add_out_option(parser, "feature_cache.json")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.data) / SUBSET
-        note = f"real Kaggle dogs vs cats subset {root}"
-        if not root.is_dir():
-            root = write_synthetic(Path(tmp) / "flat")
-            note = f"generated pictures (no {SUBSET} under {args.data}): timing only"
-        print(f"data: {note}", flush=True)
+        root, note = common.real_or_synthetic(
+            args.data,
+            SUBSET,
+            lambda: write_synthetic(Path(tmp) / "flat"),
+            real="Kaggle dogs vs cats subset",
+            synthetic="generated pictures (no {subset} under {data}): timing only",
+        )
         plain = run(root, False, args, Path(tmp))
         cached = run(root, True, args, Path(tmp))
 
@@ -157,11 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": 32,
         "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(),
-        "versions": {
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": common.versions(),
         "plain": plain,
         "cached": cached,
         "ratio_median_epoch_after_first": round(
@@ -169,12 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "head_weights_max_abs_difference": head_difference,
     }
-    print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return report
+    return common.publish(report, args.out, print_table)
 
 
 def print_table(report: dict) -> None:
@@ -183,20 +173,22 @@ def print_table(report: dict) -> None:
         f"\nResNet50 frozen backbone, {report['image_size']} px, {plain['train_images']} train + {plain['val_images']} val images, "
         f"batch {report['batch_size']}, {report['epochs']} epochs, {report['torch_threads']} threads"
     )
-    print(f"{'':34}{'no cache':>12}{'cache':>12}{'ratio':>10}")
-    rows = [("before the first epoch (s)", plain["seconds_before_first_epoch"], cached["seconds_before_first_epoch"])]
-    rows += [(f"epoch {i} (s)", a, b) for i, (a, b) in enumerate(zip(plain["epoch_seconds"], cached["epoch_seconds"]))]
-    rows += [
+    times = [("before the first epoch (s)", plain["seconds_before_first_epoch"], cached["seconds_before_first_epoch"])]
+    times += [(f"epoch {i} (s)", a, b) for i, (a, b) in enumerate(zip(plain["epoch_seconds"], cached["epoch_seconds"]))]
+    times += [
         (
             "median epoch after the first (s)",
             plain["median_epoch_seconds_after_first"],
             cached["median_epoch_seconds_after_first"],
         )
     ]
-    for label, a, b in rows:
-        print(f"{label:34}{a:>12.3f}{b:>12.3f}{a / b if b else float('nan'):>10.1f}")
-    for name in sorted(plain["metrics"]):
-        print(f"{name:34}{plain['metrics'][name]:>12.4f}{cached['metrics'].get(name, float('nan')):>12.4f}")
+    rows = [(label, f"{a:.3f}", f"{b:.3f}", f"{a / b if b else float('nan'):.1f}") for label, a, b in times]
+    # the metrics: no ratio column
+    rows += [
+        (name, f"{plain['metrics'][name]:.4f}", f"{cached['metrics'].get(name, float('nan')):.4f}")
+        for name in sorted(plain["metrics"])
+    ]
+    print(common.format_table(["", "no cache", "cache", "ratio"], rows, widths=(34, 12, 12, 10), gap="", rule=None))
     print(f"head weights, max abs difference: {report['head_weights_max_abs_difference']:.2e}")
 
 

@@ -18,18 +18,15 @@ CIFAR-10 images: no download, so it runs on a machine without internet.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import lightning
 import torch
 from lightning.pytorch import Callback
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, add_out_option, benchmark_parser, format_table, publish, versions
 
 
 def _sync(device: torch.device) -> None:
@@ -137,21 +134,26 @@ def run(task: str, precision: str, args: argparse.Namespace, workdir: Path) -> d
 
 
 def print_table(rows: list[dict], ratios: dict) -> None:
-    header = f"{'task':<16} {'device':<8} {'precision':<11} {'ch_last':<7} {'val/acc':>7} {'images/s':>9} {'wall s':>7}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
-        print(
-            f"{r['task']:<16} {r['device']:<8} {r['precision']:<11} {str(r['channels_last']):<7} "
-            f"{r['val_acc']:>7.4f} {speed:>9} {r['wall_s']:>7.1f}"
+    cells = [
+        (
+            r["task"],
+            r["device"],
+            r["precision"],
+            r["channels_last"],
+            f"{r['val_acc']:.4f}",
+            None if r["images_per_s"] is None else f"{r['images_per_s']:.1f}",
+            f"{r['wall_s']:.1f}",
         )
+        for r in rows
+    ]
+    columns = ["task", "device", "precision", "ch_last", "val/acc", "images/s", "wall s"]
+    print(format_table(columns, cells, widths=(16, 8, 11, 7, 7, 9, 7), align="<<<<>>>", gap=" ", rule="full"))
     for name, ratio in ratios.items():
         print(f"{name}: {ratio:.2f}x images/s")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser("benchmarks.gpu_check", __doc__)
     parser.add_argument("--accelerator", default="gpu")
     parser.add_argument("--devices", default="1")
     parser.add_argument("--precision", nargs="+", default=["32-true", "16-mixed"], help="the first is the baseline")
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--shapes-root", default=str(REPO / "data" / "shapes"), help="the generated shapes (written on first use)"
     )
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check.json"))
+    add_out_option(parser, "gpu_check.json")
     args = parser.parse_args(argv)
 
     rows = []
@@ -184,19 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "versions": {
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
-    print_table(rows, ratios)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return report
+    # the table prints the ratios unrounded, as measured
+    return publish(report, args.out, lambda _: print_table(rows, ratios))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ JPEGs of similar sizes stand in (said in the output).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -42,7 +41,18 @@ from torchvision import transforms
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from benchmarks.common import DEFAULT_DATA, RESULTS, format_table, interleave, machine, median, write_json
+from benchmarks.common import (
+    add_data_option,
+    add_out_option,
+    benchmark_parser,
+    format_table,
+    interleave,
+    machine,
+    median,
+    publish,
+    real_or_synthetic,
+    write_flat_cats_dogs,
+)
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.data.images import REDUCING_GAP, load_image, load_rgb
 from lit_transfer.data.presets import (
@@ -99,16 +109,16 @@ def default_eval_transform() -> transforms.Compose:
 def write_synthetic(root: Path, per_class: int = 150) -> Path:
     """Flat ``cat.<n>.jpg`` / ``dog.<n>.jpg`` photos-like JPEGs (smooth colours plus noise), 50 to 500
     px a side like the Kaggle subset: timing only."""
-    root.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for label in ("cat", "dog"):
-        for n in range(per_class):
-            w, h = (int(v) for v in rng.integers(50, 501, 2))
-            y, x = np.mgrid[0:h, 0:w]
-            base = np.stack([(x * c1 + y * c2) % 256 for c1, c2 in rng.uniform(0.2, 2, (3, 2))], axis=-1)
-            pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"{label}.{n}.jpg", quality=90)
-    return root
+
+    def photo(label: str, n: int) -> Image.Image:
+        w, h = (int(v) for v in rng.integers(50, 501, 2))
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([(x * c1 + y * c2) % 256 for c1, c2 in rng.uniform(0.2, 2, (3, 2))], axis=-1)
+        pixels = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels)
+
+    return write_flat_cats_dogs(root, per_class, photo, quality=90)
 
 
 def training_sets(root: Path, images: int) -> tuple[Dataset, Normalize, Dataset, list[tuple[str, int]]]:
@@ -309,8 +319,8 @@ def accuracy_check(root: Path, epochs: int, workers: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"folder holding {SUBSET}/")
+    parser = benchmark_parser("benchmarks.input_pipeline", __doc__)
+    add_data_option(parser, SUBSET)
     parser.add_argument("--images", type=int, default=800, help="training images per epoch")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs of each, taking turns")
     parser.add_argument(
@@ -320,16 +330,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--accuracy-epochs", type=int, default=3, help="epochs of the accuracy check's net (0: no check)"
     )
-    parser.add_argument("--out", default=str(RESULTS / "input_pipeline.json"))
+    add_out_option(parser, "input_pipeline.json")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="input_pipeline-") as tmp:
-        root = Path(args.data) / SUBSET
-        note = f"real Kaggle dogs vs cats subset {root}"
-        if not root.is_dir():
-            root = write_synthetic(Path(tmp) / "flat", per_class=max(20, min(150, args.images)))
-            note = f"SYNTHETIC generated JPEGs ({SUBSET} not found under {args.data}): timing only"
-        print(f"data: {note}", flush=True)
+        root, note = real_or_synthetic(
+            args.data,
+            SUBSET,
+            lambda: write_synthetic(Path(tmp) / "flat", per_class=max(20, min(150, args.images))),
+            real="Kaggle dogs vs cats subset",
+            synthetic="SYNTHETIC generated JPEGs ({subset} not found under {data}): timing only",
+        )
         ours, normalize, default, samples = training_sets(root, args.images)
         threads = torch.get_num_threads()
         results = {}
@@ -360,9 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pixels": check,
         "accuracy": accuracy,
     }
-    print_table(report)
-    print(f"wrote {write_json(args.out, report)}")
-    return report
+    return publish(report, args.out, print_table)
 
 
 def print_table(report: dict) -> None:

@@ -17,7 +17,6 @@ Without the data folder, every benchmark generates synthetic images and says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DEFAULT_DATA, REPO, RESULTS, format_table, machine, write_json
+from benchmarks.common import DEFAULT_DATA, REPO, RESULTS, benchmark_parser, format_table, machine, publish
 
 # module, full-suite arguments, --quick arguments; settings short enough for the whole suite to fit
 # in about ten minutes on two busy cores (5.5 minutes measured on two quiet ones).
@@ -204,7 +203,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser = benchmark_parser("benchmarks.run", __doc__)
     parser.add_argument(
         "--data", default=str(DEFAULT_DATA), help="the shared data folder (synthetic images when absent)"
     )
@@ -253,8 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmarks": results,
     }
     report["summary"] = summary_rows(results)
-    print_summary(report)
-    print(f"wrote {write_json(out, report)}")
+    publish(report, out, print_summary)
     failed = [name for name, entry in results.items() if entry["status"] != 0]
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
