@@ -14,6 +14,12 @@ class UserError(Exception):
     """Something the user can fix: the message says what is wrong and what to do."""
 
 
+def require(condition: bool, message: str) -> None:
+    """A user error with ``message`` unless ``condition`` holds: for settings out of range."""
+    if not condition:
+        raise UserError(message)
+
+
 def first_line(err: BaseException, with_type: bool = False) -> str:
     """The first line of ``err``'s text (its type's name when it has none), for a one-line message;
     ``with_type`` puts the type's name in front (``OSError: image file is truncated``)."""

@@ -14,6 +14,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,26 +25,56 @@ import torch
 from lit_transfer.errors import UserError, first_line
 
 
-def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)`` onto the CPU, with a user error for a missing, truncated or
-    unsafe (pickled-code) file instead of a traceback. ``mmap`` reads only what is used, for a
-    quick look at a large checkpoint's hyperparameters."""
+def existing_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` (``~`` expanded) when it is a non-empty file; otherwise a user error that names what it is."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{what} {str(path)!r} is a folder, not a file: give the file's path")
     if not path.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist: check the path")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} {str(path)!r} is empty (0 bytes): it was not written completely; use another file")
+    return path
+
+
+# torch.save writes a zip archive; files from torch before 1.6 are a pickle stream, which starts with
+# the PROTO opcode. Anything else is not a torch file, whatever its name.
+_PICKLE_START = b"\x80"
+
+
+def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU, with a user error that names the cause for a
+    missing, empty, truncated, foreign or unsafe (pickled-code) file instead of a traceback. ``mmap``
+    reads only what is used (zip-format files), for a quick look at a large checkpoint's settings."""
+    path = existing_file(path, what)
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip:
+        with open(path, "rb") as f:
+            if f.read(1) != _PICKLE_START:
+                raise UserError(f"{what} {str(path)!r} is not a torch file (not what torch.save writes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):  # not a torch file at all
+        if "Weights only load failed" not in str(err) or "Unsupported operand" in str(err):
             raise UserError(f"{what} {str(path)!r} is not a torch file ({first_line(err)})") from err
         raise UserError(
             f"{what} {str(path)!r} holds pickled Python objects, not only tensors, and was refused "
             "(loading it could run code): re-save it as a plain state_dict"
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
         raise UserError(
-            f"{what} {str(path)!r} cannot be read ({first_line(err)}): it may be truncated or not a torch file"
+            f"{what} {str(path)!r} cannot be read ({first_line(err, with_type=True)}): it is truncated or damaged"
         ) from err
+
+
+def damaged_part(path: str | Path) -> str | None:
+    """The first part of a zip-format torch file whose bytes fail their CRC-32 (or why the archive
+    cannot be read), None when every part is intact. Reads the whole file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:  # zlib errors are ValueError-like
+        return first_line(err, with_type=True)
 
 
 @contextmanager

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from lit_transfer.data.shapes import SHAPES, draw_shape
 
@@ -78,3 +83,29 @@ def run_cli():
         return main(list(args))
 
     return run
+
+
+def add_bad_files(folder: Path) -> dict[str, Path]:
+    """A truncated JPEG, a zero-byte file and a text file with an image extension."""
+    rng = np.random.default_rng(1)
+    good = folder / "good.jpg"
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(good, quality=90)
+    data = good.read_bytes()
+    bad = {"truncated": folder / "truncated.jpg", "empty": folder / "empty.jpg", "text": folder / "notes.png"}
+    bad["truncated"].write_bytes(data[: len(data) // 2])
+    bad["empty"].write_bytes(b"")
+    bad["text"].write_text("this is not a picture\n")
+    return bad
+
+
+def add_decompression_bomb(folder: Path) -> Path:
+    """A PNG that claims 20000 x 20000 pixels (over Pillow's decompression-bomb limit) in a few bytes."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="PNG")
+    data = bytearray(out.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 20000, 20000)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    path = folder / "bomb.png"
+    path.write_bytes(bytes(data))
+    return path

@@ -21,7 +21,7 @@ ALLOWED = {
     "nets": FOUNDATION | {"nets"},
     "data": FOUNDATION | {"data"},
     "finetune": FOUNDATION | {"nets", "data", "finetune"},
-    "callbacks": FOUNDATION | {"callbacks"},
+    "callbacks": FOUNDATION | {"nets", "data", "finetune", "callbacks"},
     "models": FOUNDATION | {"nets", "data", "finetune", "models"},
     "accelerators": FOUNDATION | {"accelerators"},
     "cli": FOUNDATION | {"nets", "data", "finetune", "callbacks", "models", "accelerators", "cli"},

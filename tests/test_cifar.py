@@ -95,7 +95,7 @@ def test_alexnet32_is_the_recipe_network():
 
 
 # -- the data module --------------------------------------------------------------------------
-def test_class_names_come_from_the_meta_file_alone(tmp_path):
+def test_class_names_come_from_the_meta_file_alone(tmp_path, skip_md5):
     root = write_fake_cifar10(tmp_path, meta_only=True)  # no image batches at all
     dm = CIFARDataModule(root=str(root))
     assert dm.class_names == CIFAR10_CLASSES
@@ -336,3 +336,23 @@ def test_real_cifar10_subset_as_image_folder():
     assert (len(dm.train_set), len(dm.val_set)) == (5170, 1017)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (128, 3, 32, 32) and int(y.max()) < 10
+
+
+class _WritesMarker:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_meta_file_is_checked_before_it_is_unpickled(tmp_path):
+    root = write_fake_cifar10(tmp_path, meta_only=True)
+    marker = tmp_path / "unpickled"
+    with open(root / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": _WritesMarker(str(marker))}, f)
+    with pytest.raises(UserError, match="MD5 checksum differs"):
+        CIFARDataModule(root=str(root)).class_names
+    assert not marker.exists()

@@ -137,7 +137,7 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
         }
         for batch in indices
     ]
-    trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder)
+    trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder, datamodule=None)
     PredictionCSVWriter(print_rows=0).write_on_epoch_end(trainer, None, predictions, [indices])
     torch.distributed.destroy_process_group()
 

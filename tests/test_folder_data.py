@@ -23,7 +23,7 @@ from lit_transfer.data.images import load_rgb
 from lit_transfer.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError
-from tests.conftest import write_image_folder
+from tests.conftest import add_bad_files, write_image_folder
 
 
 def module(root: Path, **kwargs) -> ImageFolderDataModule:
@@ -177,19 +177,6 @@ def test_every_mode_goes_through_the_data_module(tmp_path):
 
 
 # -- unreadable files -----------------------------------------------------------------------------
-def add_bad_files(folder: Path) -> dict[str, Path]:
-    """A truncated JPEG, a zero-byte file and a text file with an image extension."""
-    rng = np.random.default_rng(1)
-    good = folder / "good.jpg"
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(good, quality=90)
-    data = good.read_bytes()
-    bad = {"truncated": folder / "truncated.jpg", "empty": folder / "empty.jpg", "text": folder / "notes.png"}
-    bad["truncated"].write_bytes(data[: len(data) // 2])
-    bad["empty"].write_bytes(b"")
-    bad["text"].write_text("this is not a picture\n")
-    return bad
-
-
 def test_scan_finds_each_kind_of_bad_file(tmp_path):
     bad = add_bad_files(tmp_path)
     found = dict(find_bad_images(sorted(str(p) for p in tmp_path.iterdir())))

@@ -239,3 +239,82 @@ def test_init_from_takes_the_backbone_of_a_run_with_other_classes(tmp_path, run_
             assert value.shape != source[key].shape or not torch.equal(value, source[key])
         else:
             assert torch.equal(value, source[key]), key
+
+
+def test_flags_and_config_win_over_the_checkpoint_settings(tmp_path, run_cli):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["label_smoothing"] == 0.0
+    cli = run_cli(
+        "validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--model.init_args.label_smoothing", "0.3")
+    )
+    assert cli.model.criterion.label_smoothing == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    "contradiction",
+    [
+        ["--model.init_args.net.init_args.width", "8"],  # the same net, another width
+        ["--model.init_args.net", '{"class_path": "lit_transfer.nets.AlexNet32"}'],  # another net
+    ],
+)
+def test_settings_that_contradict_the_checkpoint_network_are_one_line(tmp_path, run_cli, capsys, contradiction):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), *contradiction))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not fit the network" in err and "--model.init_from" in err
+
+
+def _damage_tensor_bytes(path: Path) -> None:
+    """Overwrite bytes inside the largest tensor record of a checkpoint; its zip directory stays intact."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    with open(path, "r+b") as f:
+        f.seek(record.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        f.seek(record.header_offset + 30 + name_length + extra_length + record.file_size // 2)
+        f.write(b"\xff" * 64)
+
+
+def test_a_damaged_or_non_finite_checkpoint_is_refused_in_one_line(tmp_path, run_cli, capsys):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(last.read_bytes())
+    _damage_tensor_bytes(damaged)
+    assert is_complete(damaged)  # what the old check looked at
+    nan = tmp_path / "nan.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["state_dict"]["net.head.weight"][0, 0] = float("nan")
+    torch.save(ckpt, nan)
+    capsys.readouterr()
+    for path, reason in ((damaged, "damaged"), (nan, "NaN or infinite weights")):
+        for subcommand in ("fit", "validate"):
+            with pytest.raises(SystemExit) as exc:
+                run_cli(subcommand, *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", str(path)))
+            assert exc.value.code == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and reason in err and str(path) in err
+
+
+def test_last_passes_over_a_damaged_checkpoint_and_says_which_it_uses(tmp_path, run_cli, capsys):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    folder = tmp_path / "lightning_logs/version_0/checkpoints"
+    (best,) = folder.glob("best-*.ckpt")
+    good_history = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
+    time.sleep(0.01)
+    _damage_tensor_bytes(folder / "last.ckpt")
+    (folder / "last.ckpt").touch()  # the newest
+    capsys.readouterr()
+    resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    out = capsys.readouterr().out
+    assert f"passing over {folder / 'last.ckpt'}" in out and f"using {best}" in out
+    assert resumed.trainer.current_epoch == 2
+    assert best.read_bytes() == good_history[best.name]  # the good history was not written over

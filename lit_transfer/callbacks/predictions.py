@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lit_transfer.data.base import ClassificationDataModule
+
 
 def new_file(folder: Path, stem: str, suffix: str) -> Path:
     """A path in ``folder`` that does not exist yet (runs never overwrite each other's files)."""
@@ -43,7 +45,8 @@ def _gather_rows(rows: list[tuple], batch_indices: Any, world_size: int) -> list
 
 class PredictionCSVWriter(BasePredictionWriter):
     """Writes ``path,class_name,probability`` for every predicted image to a new CSV file in
-    ``default_root_dir`` and prints a table of the rows and the file's path."""
+    ``default_root_dir`` and prints a table of the rows and the file's path. Unreadable images the
+    data module left out are listed next to it (``<csv name>-skipped.txt``)."""
 
     def __init__(self, print_rows: int = 50) -> None:
         super().__init__(write_interval="epoch")
@@ -70,6 +73,11 @@ class PredictionCSVWriter(BasePredictionWriter):
             writer.writerows((path, name, f"{p:.6f}") for path, name, p in rows)
         self._print_table(rows)
         print(f"wrote {len(rows)} predictions to {self.last_path}")
+        skipped = trainer.datamodule.skipped if isinstance(trainer.datamodule, ClassificationDataModule) else []
+        if skipped:
+            listing = self.last_path.with_name(self.last_path.stem + "-skipped.txt")
+            listing.write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped))
+            print(f"left out {len(skipped)} unreadable image files, listed in {listing}")
 
     def _print_table(self, rows: list[tuple[str, str, float]]) -> None:
         shown = rows[: self.print_rows]

@@ -120,11 +120,8 @@ class LitTransferCLI(LightningCLI):
                 self.config = parser.parse_args(self._with_checkpoint(args, root))
 
     def _with_checkpoint(self, args: list[str], default_root_dir: str | None) -> list[str]:
-        path = resolve(arg_value(args, CKPT_FLAG), default_root_dir) if args else None
-        if path is None:
-            return args
-        self.checkpoint = Checkpoint.read(path)
-        return with_checkpoint(args, self.checkpoint)
+        self.checkpoint = resolve(arg_value(args, CKPT_FLAG), default_root_dir) if args else None
+        return args if self.checkpoint is None else with_checkpoint(args, self.checkpoint)
 
     def _parse_ckpt_path(self) -> None:
         """Nothing to do: ``parse_arguments`` applied the checkpoint's settings once, as defaults.

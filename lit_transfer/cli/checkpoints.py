@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lit_transfer.cli.errors import renamed_class_path
-from lit_transfer.errors import UserError
-from lit_transfer.files import safe_load
+from lit_transfer.errors import UserError, some
+from lit_transfer.files import damaged_part, safe_load
 
 CKPT_FLAG = "--ckpt_path"
 ROOT_FLAG = "--trainer.default_root_dir"
@@ -32,21 +34,33 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
-    """The newest complete checkpoint of any earlier version folder (``last.ckpt``, or a step
-    checkpoint written after it).
+def newest_first(default_root_dir: str | None) -> list[Path]:
+    """The complete checkpoints of every earlier version folder, the newest first.
 
     Each run writes a new version folder, so Lightning's own ``ckpt_path="last"`` would look only
     in the new, empty one.
     """
     logs = Path(default_root_dir or ".") / "lightning_logs"
     candidates = sorted(logs.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((p for p in candidates if is_complete(p)), None)
+    return [p for p in candidates if is_complete(p)]
+
+
+def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
+    """The newest complete checkpoint (``last.ckpt``, or a step checkpoint written after it)."""
+    return next(iter(newest_first(default_root_dir)), None)
+
+
+def _non_finite(state_dict: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint file and the settings it was trained with."""
+    """A checkpoint file, checked sound, and the settings it was trained with."""
 
     path: Path
     model_settings: dict[str, Any]
@@ -54,10 +68,25 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: Path) -> Checkpoint:
-        # mmap: only the small settings are read now; the trainer reads the tensors when it restores.
+        """Read the settings of the checkpoint at ``path`` after checking that its bytes are intact
+        (each part's CRC-32) and its weights finite: a damaged file would otherwise load silently and
+        train on, or evaluate, NaN weights."""
+        # mmap: the tensors are read only to be checked; the trainer loads them when it restores.
         ckpt = safe_load(path, "checkpoint", mmap=True)
         if not isinstance(ckpt, dict):
             raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a Lightning checkpoint")
+        damaged = damaged_part(path) if zipfile.is_zipfile(path) else None
+        if damaged:
+            raise UserError(
+                f"checkpoint {str(path)!r} is damaged ({damaged} fails its checksum): use an intact one, "
+                "e.g. another checkpoint of that run"
+            )
+        non_finite = _non_finite(ckpt.get("state_dict") or {})
+        if non_finite:
+            raise UserError(
+                f"checkpoint {str(path)!r} holds NaN or infinite weights ({len(non_finite)} tensors: "
+                f"{some(non_finite, limit=3)}): use an earlier checkpoint"
+            )
         return cls(path, dict(ckpt.get("hyper_parameters") or {}), dict(ckpt.get("datamodule_hyper_parameters") or {}))
 
     @property
@@ -86,20 +115,25 @@ def arg_value(args: list[str], name: str) -> str | None:
     return value
 
 
-def resolve(ckpt_path: str | None, default_root_dir: str | None) -> Path | None:
-    """The file ``--ckpt_path`` names: ``last`` is the newest complete checkpoint under
-    ``default_root_dir`` (None when there is none yet); a path must exist."""
+def resolve(ckpt_path: str | None, default_root_dir: str | None) -> Checkpoint | None:
+    """The checkpoint ``--ckpt_path`` names, read and checked: ``last`` is the newest sound checkpoint
+    under ``default_root_dir`` (None when there is none yet; damaged ones are passed over, each said);
+    any other value is a path that must exist."""
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        found = find_last_checkpoint(default_root_dir)
-        if found is not None:
-            print(f"--ckpt_path last: using {found}")
-        return found
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
+        for path in newest_first(default_root_dir):
+            try:
+                checkpoint = Checkpoint.read(path)
+            except UserError as err:
+                print(f"--ckpt_path last: passing over {path}: {err}")
+                continue
+            print(f"--ckpt_path last: using {path}")
+            return checkpoint
+        return None
+    if not Path(ckpt_path).expanduser().exists():
         raise UserError(f"checkpoint {ckpt_path!r} does not exist: check --ckpt_path")
-    return path
+    return Checkpoint.read(Path(ckpt_path).expanduser())
 
 
 def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lit_transfer.data.images import ImageFiles, list_images
 from lit_transfer.data.presets import Augment, Normalize
 from lit_transfer.data.sampling import EpochShuffleSampler
-from lit_transfer.errors import UserError
+from lit_transfer.data.scan import find_bad_images
+from lit_transfer.errors import UserError, require, some
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ClassificationDataModule(LightningDataModule):
@@ -31,7 +40,8 @@ class ClassificationDataModule(LightningDataModule):
     - ``normalize`` (with ``mean``/``std``): what turns a batch of uint8 images, once on the model's
       device, into the net's input;
     - ``make_loader(dataset, train)``: a DataLoader over any dataset with this module's batch sizes,
-      workers and (for training) its seeded per-epoch shuffle.
+      workers and (for training) its seeded per-epoch shuffle;
+    - ``skipped``: ``(path, reason)`` of every unreadable image file left out, at fit or at predict.
 
     Subclasses give ``class_names``, ``eval_transform`` and ``setup`` (which sets the splits).
     """
@@ -48,16 +58,26 @@ class ClassificationDataModule(LightningDataModule):
         augment: Augment,
     ) -> None:
         super().__init__()
+        eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            require(value >= 1, f"data.{key} is {value}: give at least 1")
+        require(num_workers >= 0, f"data.num_workers is {num_workers}: give 0 (load in this process) or more")
         self.normalize = Normalize(mean, std)
         self.root = root
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = min(num_workers, usable_cpus())
+        if self.num_workers < num_workers:
+            rank_zero_warn(
+                f"data.num_workers {num_workers} lowered to {self.num_workers}, the CPUs this process may use "
+                "(more worker processes only compete for them)"
+            )
         self.predict_root = predict_root
         self.augment = augment
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.skipped: list[tuple[str, str]] = []
 
     @property
     @abstractmethod
@@ -119,4 +139,29 @@ class ClassificationDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_root:
             raise UserError("nothing to predict: give the images with --data.predict_root <file or folder>")
-        return self.make_loader(ImageFiles(list_images(self.predict_root), self.eval_transform()))
+        return self.make_loader(ImageFiles(self._readable_images(self.predict_root), self.eval_transform()))
+
+    def _readable_images(self, root: str) -> list[Path]:
+        """The image files of ``root`` (a file or a folder) that decode, checked as at fit; the others
+        are left out and reported, unless none is left."""
+        files = list_images(root)
+        bad = find_bad_images(files)
+        if len(bad) == len(files):
+            path, reason = bad[0]
+            if len(files) == 1:
+                raise UserError(f"image {path!r} cannot be read ({reason}): give a readable image file")
+            raise UserError(
+                f"none of the {len(files)} image files under {root!r} can be read (first: {path}, {reason})"
+            )
+        if bad:
+            self.skipped += bad
+            self._report_skipped(bad, Path(root))
+        unreadable = {path for path, _ in bad}
+        return [f for f in files if str(f) not in unreadable]
+
+    def _report_skipped(self, bad: list[tuple[str, str]], folder: Path, listing: Path | None = None) -> None:
+        """Warn about unreadable files left out (and say where they are all listed)."""
+        shown = some((f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad), limit=10, sep="; ")
+        where = f", all listed in {listing}" if listing else ""
+        files = "file" if len(bad) == 1 else "files"
+        rank_zero_warn(f"skipped {len(bad)} unreadable image {files} in {folder}{where}: {shown}")

@@ -12,6 +12,7 @@ from urllib.error import URLError
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets import cifar as torchvision_cifar
 from torchvision.datasets.utils import download_and_extract_archive
 
 from lit_transfer.data.base import ClassificationDataModule
@@ -99,6 +100,10 @@ class CIFARDataModule(ClassificationDataModule):
         """Download when allowed; otherwise a missing set is the user's to fix, said in one line."""
         if (self.folder / self.dataset_class.meta["filename"]).is_file():
             return
+        if Path(self.root).expanduser().is_file():
+            raise UserError(
+                f"data.root {self.root!r} is a file, not a folder: give the folder that holds {self.folder.name}/"
+            )
         if not self.download:
             raise UserError(
                 f"{self.dataset_title} not found under root {self.root!r} (no {self.folder}): "
@@ -128,13 +133,18 @@ class CIFARDataModule(ClassificationDataModule):
         self._ensure_present()
         meta = self.dataset_class.meta
         path = self.folder / meta["filename"]
+        refetch = f"delete {str(self.folder)!r} and set download: true to fetch it again"
+        # The file is a pickle: unpickled only once its MD5 is the published one, as torchvision does.
+        if not torchvision_cifar.check_integrity(str(path), meta["md5"]):
+            raise UserError(
+                f"{str(path)!r} is not {self.dataset_title}'s class list (its MD5 checksum differs): {refetch}"
+            )
         try:
             with open(path, "rb") as f:
                 return list(pickle.load(f, encoding="latin1")[meta["key"]])
         except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
             raise UserError(
-                f"{str(path)!r} is not {self.dataset_title}'s class list ({type(err).__name__}): delete "
-                f"{str(self.folder)!r} and set download: true to fetch it again"
+                f"{str(path)!r} is not {self.dataset_title}'s class list ({type(err).__name__}): {refetch}"
             ) from err
 
     # -- transforms ---------------------------------------------------------------------------

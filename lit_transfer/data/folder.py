@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 from torchvision.datasets import DatasetFolder, ImageFolder
 
@@ -26,7 +25,7 @@ from lit_transfer.data.presets import (
     ClassificationPresetTrain,
 )
 from lit_transfer.data.scan import find_bad_images, list_image_files
-from lit_transfer.errors import UserError, first_line, some
+from lit_transfer.errors import UserError, first_line, require, some
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
 
@@ -186,10 +185,15 @@ class ImageFolderDataModule(ClassificationDataModule):
     ) -> None:
         super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
         self.save_hyperparameters()
+        for key, value in (
+            ("image_size", image_size),
+            ("resize_size", image_size if resize_size is None else resize_size),
+        ):
+            require(value >= 1, f"data.{key} is {value}: give a size in pixels of at least 1")
+        require(0 < val_fraction < 1, f"data.val_fraction is {val_fraction}: give a share between 0 and 1, e.g. 0.2")
         self.scan = scan
         self.download = download
         self.archive_url, self.archive_md5 = archive_url, archive_md5
-        self.skipped: list[tuple[str, str]] = []  # (path, reason) of the files the scan left out
         self._scanned: dict[Path, frozenset[str]] = {}
         self.image_size = image_size
         self.resize_size = resize_size
@@ -215,6 +219,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         root = Path(self.root).expanduser()
         if not root.is_dir() and self.download:
             download_and_unpack(archive_for(root, self.archive_url, self.archive_md5), root)
+        if root.is_file():
+            raise UserError(f"data.root {str(root)!r} is a file, not a folder: give the folder that holds the images")
         if not root.is_dir():
             raise UserError(f"data folder {str(root)!r} does not exist: check --data.root (now {self.root!r})")
         self._layout = detect_layout(root) if self.layout == "auto" else self.layout
@@ -287,10 +293,11 @@ class ImageFolderDataModule(ClassificationDataModule):
             self._scanned[folder] = frozenset(path for path, _ in bad)
             if bad:
                 self.skipped += bad
-                self._report_skipped(bad, folder)
+                self._list_skipped(bad, folder)
         return self._scanned[folder]
 
-    def _report_skipped(self, bad: list[tuple[str, str]], folder: Path) -> None:
+    def _list_skipped(self, bad: list[tuple[str, str]], folder: Path) -> None:
+        """Report the files the scan left out and list them in the run folder."""
         listing = None
         if self.trainer is not None:
             # every rank asks: Trainer.log_dir is a collective call (a broadcast from rank 0)
@@ -299,10 +306,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 listing.parent.mkdir(parents=True, exist_ok=True)
                 with open(listing, "a") as f:  # appended: train, val and test are scanned one by one
                     f.writelines(f"{path}\t{reason}\n" for path, reason in bad)
-        shown = some((f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad), limit=10, sep="; ")
-        where = f", all listed in {listing}" if listing else ""
-        files = "file" if len(bad) == 1 else "files"
-        rank_zero_warn(f"skipped {len(bad)} unreadable image {files} in {folder}{where}: {shown}")
+        self._report_skipped(bad, folder, listing)
 
     # -- datasets -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

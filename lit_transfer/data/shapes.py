@@ -76,7 +76,7 @@ class ShapesDataModule(ImageFolderDataModule):
         seed: int = 0,
         predict_root: str | None = None,
     ) -> None:
-        if not predict_root:  # predicting names its classes from the checkpoint, no data needed
-            generate_shapes(root, train_per_class, val_per_class, image_size, seed)
         fixed = {"resize_size": image_size, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "augment": "flip"}
         super().__init__(root, batch_size, num_workers, image_size=image_size, predict_root=predict_root, **fixed)
+        if not predict_root:  # predicting names its classes from the checkpoint, no data needed
+            generate_shapes(root, train_per_class, val_per_class, image_size, seed)

@@ -12,13 +12,25 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line
 from lit_transfer.finetune.weights import init_from_checkpoint
 from lit_transfer.nets.base import ClassifierNet
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
 NetFactory = Callable[[int], ClassifierNet]
+
+
+def check_optimizer_settings(optimizer: OptimizerCallable) -> None:
+    """Build the configured optimizer once for a stand-in parameter, so settings torch refuses (a
+    negative lr, momentum or weight decay) are reported before any data is read, not at fit start."""
+    try:
+        built = optimizer([torch.zeros(1, requires_grad=True)])
+    except ValueError as err:  # torch's "Invalid learning rate: -0.1", ...
+        raise UserError(f"optimizer settings: {first_line(err)}: give values in range") from err
+    lr = float(built.defaults.get("lr", 1.0))
+    if lr <= 0:
+        raise UserError(f"optimizer settings: lr is {lr}: give a learning rate above 0")
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -67,6 +79,8 @@ class ImageClassifier(LightningModule):
                 "head_name (the dotted name of its classifier layer)"
             )
         self.optimizer_factory = optimizer
+        if optimizer is not None:
+            check_optimizer_settings(optimizer)
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
