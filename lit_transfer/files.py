@@ -14,8 +14,9 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +68,20 @@ def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
         ) from err
 
 
+def is_complete(path: Path) -> bool:
+    """A torch checkpoint is a zip archive whose directory is written last: a truncated file has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def newest_complete(paths: Iterable[Path]) -> list[Path]:
+    """The complete checkpoint files among ``paths``, the newest first."""
+    return [p for p in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True) if is_complete(p)]
+
+
 def damaged_part(path: str | Path) -> str | None:
     """The first part of a zip-format torch file whose bytes fail their CRC-32 (or why the archive
     cannot be read), None when every part is intact. Reads the whole file."""
@@ -77,13 +92,16 @@ def damaged_part(path: str | Path) -> str | None:
         return first_line(err, with_type=True)
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary file to write ``path`` through: a temporary file in the same folder, flushed to disk
     and renamed to ``path`` when the block ends without an exception, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -96,6 +114,16 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
             os.unlink(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that ``atomic_file`` writes were interrupted in (a killed run's),
+    for a folder no other process is writing to; return them."""
+    stale = [p for p in Path(folder).glob(f".*{_TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        with suppress(FileNotFoundError):
+            path.unlink()
+    return stale
 
 
 def _umask() -> int:
@@ -134,3 +162,32 @@ def publish(folder: Path, dest: str | Path) -> None:
     except OSError:
         if not Path(dest).is_dir():
             raise
+
+
+def claim_numbered_folder(parent: str | Path, prefix: str) -> int:
+    """Create ``parent/<prefix><n>`` for the smallest ``n`` above every existing one and return ``n``.
+
+    ``mkdir`` either creates a folder or fails because it exists, in one step, so runs started together
+    each get their own folder (a listing followed by a create would give two of them the same one).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[len(prefix) :]) for p in parent.glob(prefix + "*") if p.name[len(prefix) :].isdigit()]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (parent / f"{prefix}{n}").mkdir()
+            return n
+        except FileExistsError:
+            n += 1
+
+
+def new_file(folder: Path, stem: str, suffix: str) -> Path:
+    """A path in ``folder`` that does not exist yet (runs never overwrite each other's files)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{stem}-{stamp}{suffix}"
+    n = 1
+    while path.exists():
+        path = folder / f"{stem}-{stamp}-{n}{suffix}"
+        n += 1
+    return path

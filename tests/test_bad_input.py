@@ -175,3 +175,21 @@ def test_a_bad_checkpoint_or_weights_file_is_named_for_what_it_is(tmp_path, run_
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert reason in err and str(bad) in err and "mmap" not in err and "pickled" not in err, err
+
+
+@pytest.mark.parametrize("flag", ["--model.init_args.init_from", "--model.init_args.weights"])
+def test_an_unreadable_weights_file_is_reported_before_the_data_scan(
+    tmp_path, class_folder, run_cli, capsys, recwarn, flag
+):
+    bad_corpus(class_folder / "circle")
+    empty = tmp_path / "start.pth"
+    empty.write_bytes(b"")
+    model = ["--model", "lit_transfer.models.FineTuneClassifier"] if flag.endswith("weights") else []
+    with pytest.raises(SystemExit) as exc:
+        run_cli("fit", *folder_args(class_folder, tmp_path / "run", *model, flag, str(empty)))
+    assert exc.value.code == 2
+    assert "is empty (0 bytes)" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not any("unreadable image" in str(w.message) for w in recwarn)  # the scan never ran
+    assert not (tmp_path / "run" / "lightning_logs").exists() or not any(
+        (tmp_path / "run" / "lightning_logs").iterdir()
+    )

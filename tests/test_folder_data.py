@@ -293,7 +293,7 @@ def test_download_with_a_wrong_checksum_leaves_nothing_behind(http_server, split
         module(root, download=True, archive_url=f"{url}/tiny_data.zip", archive_md5="0123" * 8).class_names
     assert list((tmp_path / "downloads").iterdir()) == []
     with pytest.raises(UserError, match=r"cannot download .*missing.zip \(HTTP Error 404"):
-        module(root, download=True, archive_url=f"{url}/missing.zip").class_names
+        module(root, download=True, archive_url=f"{url}/missing.zip", archive_sha256="0" * 64).class_names
 
 
 def test_known_archive_by_folder_name_with_sha256(http_server, split_folder, tmp_path, monkeypatch):
@@ -312,3 +312,20 @@ def test_known_archive_by_folder_name_with_sha256(http_server, split_folder, tmp
         module(tmp_path / "other" / "hymenoptera_data", download=True).class_names
     with pytest.raises(UserError, match="no archive is known for 'my_photos'"):
         module(tmp_path / "my_photos", download=True).class_names
+
+
+def test_a_custom_archive_needs_its_checksum_or_an_explicit_opt_out(http_server, split_folder, tmp_path):
+    served, url = http_server
+    make_archive(split_folder, served / "tiny_data.zip", "tiny_data")
+    sha256 = hashlib.sha256((served / "tiny_data.zip").read_bytes()).hexdigest()
+    root = tmp_path / "downloads" / "tiny_data"
+    with pytest.raises(UserError, match="needs its checksum"):
+        module(root, download=True, archive_url=f"{url}/tiny_data.zip").class_names
+    assert not root.exists()
+    with pytest.raises(UserError, match="does not match its SHA-256 checksum"):
+        module(root, download=True, archive_url=f"{url}/tiny_data.zip", archive_sha256="f" * 64).class_names
+    data = module(root, download=True, archive_url=f"{url}/tiny_data.zip", archive_sha256=sha256)
+    assert data.class_names == ["circle", "square", "triangle"]
+    other = tmp_path / "downloads" / "unchecked" / "tiny_data"
+    unchecked = module(other, download=True, archive_url=f"{url}/tiny_data.zip", archive_unverified=True)
+    assert unchecked.class_names == data.class_names

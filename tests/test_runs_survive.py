@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_transfer.cli.checkpoints import find_last_checkpoint, is_complete
+from lit_transfer.cli.checkpoints import find_last_checkpoint
+from lit_transfer.files import is_complete
 from tests.conftest import REPO, tiny_demo_args
 
 EXACT = ("--trainer.max_epochs", "3", "--trainer.deterministic", "true")
@@ -55,6 +56,7 @@ def test_sigkill_then_resume_last_equals_uninterrupted_run(tmp_path, run_cli):
 
     resumed = run_cli("fit", *tiny_demo_args(killed, *EXACT, "--ckpt_path", "last"))
     assert resumed.trainer.current_epoch == 3
+    assert [p.name for p in (killed / "lightning_logs").iterdir()] == ["version_0"]  # resumed in the run's folder
     run_cli("fit", *tiny_demo_args(straight, *EXACT))
 
     a, b = _final_state(killed), _final_state(straight)
@@ -318,3 +320,48 @@ def test_last_passes_over_a_damaged_checkpoint_and_says_which_it_uses(tmp_path, 
     assert f"passing over {folder / 'last.ckpt'}" in out and f"using {best}" in out
     assert resumed.trainer.current_epoch == 2
     assert best.read_bytes() == good_history[best.name]  # the good history was not written over
+
+
+def test_a_full_disk_while_saving_is_one_line_and_the_earlier_checkpoints_stay(tmp_path, run_cli, capsys, monkeypatch):
+    real_save, calls = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:  # epoch 0: best and last
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 a few bytes before the disk ran out")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2368 vs 2256")
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(SystemExit) as exc:
+        run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
+    monkeypatch.undo()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert err.startswith("lit_transfer: error: cannot write checkpoint") and "disk full" in err
+    assert f"the last intact checkpoint is {folder}" in err
+    assert sorted(p.name for p in folder.iterdir())[-1] == "last.ckpt"  # no temporary file left
+    for path in folder.glob("*.ckpt"):
+        assert torch.load(path, weights_only=True)["epoch"] == 0
+
+
+def test_npu_random_states_are_saved_and_restored(monkeypatch):
+    import types
+
+    from lit_transfer.callbacks import RNGStateCheckpoint
+
+    restored = []
+    fake_npu = types.SimpleNamespace(
+        is_available=lambda: True,
+        get_rng_state_all=lambda: [torch.tensor([1, 2, 3], dtype=torch.uint8)],
+        set_rng_state_all=restored.append,
+    )
+    monkeypatch.setitem(sys.modules, "torch_npu", types.ModuleType("torch_npu"))
+    monkeypatch.setattr(torch, "npu", fake_npu, raising=False)
+    state = RNGStateCheckpoint().state_dict()
+    assert torch.equal(state["npu"][0], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    callback = RNGStateCheckpoint()
+    callback.load_state_dict(state)
+    callback.on_train_start(None, None)
+    assert restored == [state["npu"]]

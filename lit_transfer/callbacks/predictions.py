@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lit_transfer.data.base import ClassificationDataModule
-
-
-def new_file(folder: Path, stem: str, suffix: str) -> Path:
-    """A path in ``folder`` that does not exist yet (runs never overwrite each other's files)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{stem}-{stamp}{suffix}"
-    n = 1
-    while path.exists():
-        path = folder / f"{stem}-{stamp}-{n}{suffix}"
-        n += 1
-    return path
+from lit_transfer.files import new_file
 
 
 def _gather_rows(rows: list[tuple], batch_indices: Any, world_size: int) -> list[tuple]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ from lightning.pytorch import Callback
 
 
 class RNGStateCheckpoint(Callback):
-    """Saves the global random states (torch, numpy, Python) in every checkpoint and restores them.
+    """Saves the global random states (torch, numpy, Python; CUDA and Ascend NPU devices) in every
+    checkpoint and restores them.
 
     Lightning restores weights, optimizer, schedulers and loop counters but not the random states,
     so a resumed run would shuffle and drop out differently from the run it continues. With them, a
@@ -31,6 +33,9 @@ class RNGStateCheckpoint(Callback):
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        npu = _npu()
+        if npu is not None:
+            state["npu"] = npu.get_rng_state_all()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -47,7 +52,18 @@ class RNGStateCheckpoint(Callback):
         random.setstate(_as_tuples(state["python"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+        npu = _npu()
+        if "npu" in state and npu is not None:
+            npu.set_rng_state_all(state["npu"])
         self._pending = None
+
+
+def _npu() -> Any:
+    """``torch.npu`` when torch_npu is loaded (it is only when an NPU run imported it) and has a device."""
+    if "torch_npu" not in sys.modules:
+        return None
+    npu = getattr(torch, "npu", None)
+    return npu if npu is not None and npu.is_available() else None
 
 
 def _as_tuples(value: Any) -> Any:

@@ -4,12 +4,14 @@ errors are translated in ``cli.errors``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -19,12 +21,22 @@ from lit_transfer.callbacks import (
     ChannelsLast,
     PredictionCSVWriter,
     RNGStateCheckpoint,
+    RunLogger,
     ValidationReport,
 )
-from lit_transfer.cli.checkpoints import CKPT_FLAG, ROOT_FLAG, Checkpoint, arg_value, resolve, with_checkpoint
+from lit_transfer.cli.checkpoints import (
+    CKPT_FLAG,
+    ROOT_FLAG,
+    Checkpoint,
+    arg_value,
+    resolve,
+    run_to_continue,
+    with_checkpoint,
+)
 from lit_transfer.cli.errors import PROG, Parser, checkpoint_mismatch, user_errors_exit
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError, first_line
+from lit_transfer.files import new_file, remove_stale_temp_files
 from lit_transfer.models import ImageClassifier
 
 
@@ -131,8 +143,10 @@ class LitTransferCLI(LightningCLI):
         """
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        # Lightning's strategy/precision defaults are wrong for an accelerator it does not know (npu).
         config = {**self.config_init.get(str(self.subcommand), self.config_init).get("trainer", {}), **kwargs}
+        if config.get("logger") in (None, True):  # Lightning's default logger, in a folder of the run's own
+            config["logger"] = self._run_logger(config.get("default_root_dir") or os.getcwd())
+        # Lightning's strategy/precision defaults are wrong for an accelerator it does not know (npu).
         try:
             trainer = super().instantiate_trainer(**prepare_trainer_kwargs(config))
         except (MisconfigurationException, ValueError) as err:  # bad accelerator/devices/strategy flags
@@ -141,12 +155,37 @@ class LitTransferCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
+    def before_fit(self) -> None:
+        # A fresh run reads its weight files only when it starts, after the data scan; check them first.
+        if self.config[self.subcommand].get("ckpt_path") is None:
+            self.model.check_initial_weight_files()
+
+    before_validate = before_test = before_predict = before_fit
+
+    def _run_logger(self, default_root_dir: str) -> RunLogger:
+        """A new run folder under ``default_root_dir``; a fit resumed from a run's newest checkpoint goes
+        on in that run's folder (one curve in TensorBoard, "best" kept across the resume)."""
+        run = run_to_continue(self.checkpoint) if self.checkpoint and self.subcommand == "fit" else None
+        if run is None:
+            return RunLogger(default_root_dir, version=SLURMEnvironment.job_id())
+        for stale in remove_stale_temp_files(run.path / "checkpoints"):
+            print(f"removed {stale}, left by an interrupted checkpoint write")
+        # The run's config.yaml stays as it was; this resume's settings are saved next to it.
+        self.save_config_kwargs["config_filename"] = new_file(run.path, "config-resumed", ".yaml").name
+        print(f"resuming in {run.path}")
+        return RunLogger(str(run.save_dir), version=run.version)
+
     def _run_subcommand(self, subcommand: str) -> None:
         """Overridden because no public LightningCLI hook wraps the subcommand's call, where a
-        checkpoint of another network fails to load."""
+        checkpoint of another network fails to load and where a run that fails can give back its
+        folder."""
         try:
             super()._run_subcommand(subcommand)
-        except RuntimeError as err:
+        except BaseException as err:
+            if self.trainer.global_step == 0:
+                for logger in self.trainer.loggers:
+                    if isinstance(logger, RunLogger):
+                        logger.discard_if_unused()
             ckpt_path = self.config[subcommand].get("ckpt_path")
             user_error = checkpoint_mismatch(err, ckpt_path, type(self.model.net).__name__)
             if user_error is None:

@@ -19,19 +19,10 @@ import torch
 
 from lit_transfer.cli.errors import renamed_class_path
 from lit_transfer.errors import UserError, some
-from lit_transfer.files import damaged_part, safe_load
+from lit_transfer.files import damaged_part, newest_complete, safe_load
 
 CKPT_FLAG = "--ckpt_path"
 ROOT_FLAG = "--trainer.default_root_dir"
-
-
-def is_complete(path: Path) -> bool:
-    """A torch checkpoint is a zip archive whose directory is written last: a truncated file has none."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return bool(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def newest_first(default_root_dir: str | None) -> list[Path]:
@@ -41,8 +32,7 @@ def newest_first(default_root_dir: str | None) -> list[Path]:
     in the new, empty one.
     """
     logs = Path(default_root_dir or ".") / "lightning_logs"
-    candidates = sorted(logs.glob("version_*/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return [p for p in candidates if is_complete(p)]
+    return newest_complete(logs.glob("version_*/checkpoints/*.ckpt"))
 
 
 def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
@@ -148,3 +138,32 @@ def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
             arg = f"{CKPT_FLAG}={path}"
         replaced.append(arg)
     return [replaced[0], *checkpoint.as_arguments(), *replaced[1:]]
+
+
+@dataclass
+class RunFolder:
+    """``<save_dir>/lightning_logs/version_<version>``: the folder of one run."""
+
+    save_dir: Path
+    version: int
+
+    @property
+    def path(self) -> Path:
+        return self.save_dir / "lightning_logs" / f"version_{self.version}"
+
+
+def run_to_continue(checkpoint: Checkpoint) -> RunFolder | None:
+    """The run a fit from ``checkpoint`` continues in: the run folder the checkpoint lies in, when it
+    is that run's newest checkpoint. None for a checkpoint outside a run folder, and for an older one:
+    going on from there is a branch, which gets its own folder so the run's newer checkpoints stay."""
+    path = checkpoint.path.resolve()
+    version_folder = path.parent.parent
+    if path.parent.name != "checkpoints" or version_folder.parent.name != "lightning_logs":
+        return None
+    number = version_folder.name.removeprefix("version_")
+    if not number.isdigit():
+        return None
+    if newest_complete(path.parent.glob("*.ckpt"))[0].resolve() != path:
+        print(f"{path.name} is not the newest checkpoint of {version_folder}: this run gets a folder of its own")
+        return None
+    return RunFolder(version_folder.parent.parent, int(number))

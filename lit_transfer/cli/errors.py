@@ -84,10 +84,10 @@ def user_error_behind(err: BaseException | None) -> UserError | None:
     return None
 
 
-def checkpoint_mismatch(err: RuntimeError, ckpt_path: str | None, net_name: str) -> UserError | None:
+def checkpoint_mismatch(err: BaseException, ckpt_path: str | None, net_name: str) -> UserError | None:
     """torch's "Error(s) in loading state_dict" while a checkpoint is restored, as the user's mistake."""
     lines = str(err).splitlines()
-    if "Error(s) in loading state_dict" not in str(err):
+    if not isinstance(err, RuntimeError) or "Error(s) in loading state_dict" not in str(err):
         return None
     reason = lines[1].strip() if len(lines) > 1 else str(err)
     return UserError(

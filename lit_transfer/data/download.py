@@ -37,15 +37,23 @@ KNOWN_ARCHIVES: dict[str, Archive] = {
 }
 
 
-def archive_for(root: Path, url: str | None, md5: str | None) -> Archive:
-    """The archive to download for ``root``: the one given by ``url`` or the known one of its name."""
+def archive_for(
+    root: Path, url: str | None, md5: str | None, sha256: str | None = None, unverified: bool = False
+) -> Archive:
+    """The archive to download for ``root``: the one given by ``url`` (with its checksum, unless the
+    user says ``unverified``) or the known one of its name."""
     if url:
-        return Archive(url=url, md5=md5)
+        if not (md5 or sha256 or unverified):
+            raise UserError(
+                f"--data.archive_url {url} needs its checksum to be verified: give --data.archive_sha256 <hex> "
+                "(or --data.archive_md5), or --data.archive_unverified true to use the download unchecked"
+            )
+        return Archive(url=url, md5=md5, sha256=sha256)
     if root.name in KNOWN_ARCHIVES:
         return KNOWN_ARCHIVES[root.name]
     raise UserError(
         f"data folder {str(root)!r} does not exist and no archive is known for {root.name!r}: give "
-        f"--data.archive_url (and --data.archive_md5), or use a root ending in one of {sorted(KNOWN_ARCHIVES)}"
+        f"--data.archive_url (and --data.archive_sha256), or use a root ending in one of {sorted(KNOWN_ARCHIVES)}"
     )
 
 

@@ -158,9 +158,9 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     Every image is read as 3-channel RGB. Before training, every file is decoded once (``scan``);
     unreadable ones are left out, counted in a warning and listed in ``skipped_images.txt`` in the
-    run's log folder. With ``download``, a missing ``root`` is downloaded (``archive_url`` with
-    ``archive_md5``, or the known archive of root's folder name, e.g. ``hymenoptera_data``) and
-    unpacked there.
+    run's log folder. With ``download``, a missing ``root`` is downloaded (``archive_url`` with its
+    ``archive_sha256`` or ``archive_md5``, or ``archive_unverified: true`` to skip the check; or the
+    known archive of root's folder name, e.g. ``hymenoptera_data``) and unpacked there.
     """
 
     def __init__(
@@ -181,6 +181,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         download: bool = False,
         archive_url: str | None = None,
         archive_md5: str | None = None,
+        archive_sha256: str | None = None,
+        archive_unverified: bool = False,
         layout: Layout = "auto",
     ) -> None:
         super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
@@ -193,7 +195,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         require(0 < val_fraction < 1, f"data.val_fraction is {val_fraction}: give a share between 0 and 1, e.g. 0.2")
         self.scan = scan
         self.download = download
-        self.archive_url, self.archive_md5 = archive_url, archive_md5
+        self.archive_url, self.archive_md5, self.archive_sha256 = archive_url, archive_md5, archive_sha256
+        self.archive_unverified = archive_unverified
         self._scanned: dict[Path, frozenset[str]] = {}
         self.image_size = image_size
         self.resize_size = resize_size
@@ -218,7 +221,10 @@ class ImageFolderDataModule(ClassificationDataModule):
             raise UserError("no data folder: set data.root (--data.root <folder>) in the config or on the command line")
         root = Path(self.root).expanduser()
         if not root.is_dir() and self.download:
-            download_and_unpack(archive_for(root, self.archive_url, self.archive_md5), root)
+            archive = archive_for(
+                root, self.archive_url, self.archive_md5, self.archive_sha256, self.archive_unverified
+            )
+            download_and_unpack(archive, root)
         if root.is_file():
             raise UserError(f"data.root {str(root)!r} is a file, not a folder: give the folder that holds the images")
         if not root.is_dir():

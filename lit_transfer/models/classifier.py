@@ -13,6 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_transfer.errors import UserError, first_line
+from lit_transfer.files import safe_load
 from lit_transfer.finetune.weights import init_from_checkpoint
 from lit_transfer.nets.base import ClassifierNet
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
@@ -99,6 +100,16 @@ class ImageClassifier(LightningModule):
         with the head left new; subclasses add pretrained weights."""
         if self.init_from:
             init_from_checkpoint(self.net, self.init_from)
+
+    def initial_weight_files(self) -> list[tuple[str, str]]:
+        """``(what, path)`` of the local files ``load_initial_weights`` will read; subclasses add theirs."""
+        return [("checkpoint", self.init_from)] if self.init_from else []
+
+    def check_initial_weight_files(self) -> None:
+        """Open the files the net will start from, so an unreadable one is reported before any data is
+        read rather than when the run starts (the CLI calls this when no checkpoint is restored)."""
+        for what, path in self.initial_weight_files():
+            safe_load(path, what, mmap=True)
 
     def _start_from_initial_weights(self) -> None:
         if not self._initial_weights_done:

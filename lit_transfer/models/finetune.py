@@ -74,6 +74,10 @@ class FineTuneClassifier(ImageClassifier):
         self.weights_report = load_pretrained(self.net, self.weights)
         super().load_initial_weights()
 
+    def initial_weight_files(self) -> list[tuple[str, str]]:
+        own = [("weights file", self.weights)] if self.weights is not None and is_weights_path(self.weights) else []
+        return own + super().initial_weight_files()
+
     def configure_callbacks(self):
         return finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs, self.lr_scheduler_factory)
 
