@@ -45,14 +45,18 @@ _PICKLE_START = b"\x80"
 
 def safe_load(path: str | Path, what: str = "file", mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` onto the CPU, with a user error that names the cause for a
-    missing, empty, truncated, foreign or unsafe (pickled-code) file instead of a traceback. ``mmap``
-    reads only what is used (zip-format files), for a quick look at a large checkpoint's settings."""
+    missing, empty, truncated, damaged, foreign or unsafe (pickled-code) file instead of a traceback.
+    A zip-format file's parts are checked against their CRC-32 first: torch.load itself does not, and
+    would return damaged tensors silently. ``mmap`` loads the tensors lazily (zip-format files)."""
     path = existing_file(path, what)
     is_zip = zipfile.is_zipfile(path)
     if not is_zip:
         with open(path, "rb") as f:
             if f.read(1) != _PICKLE_START:
                 raise UserError(f"{what} {str(path)!r} is not a torch file (not what torch.save writes)")
+    damaged = damaged_part(path) if is_zip else None
+    if damaged:
+        raise UserError(f"{what} {str(path)!r} is damaged ({damaged} fails its checksum): use an intact copy")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except pickle.UnpicklingError as err:

@@ -67,7 +67,9 @@ def fit_to_run_length(config, factory: Callable, total_steps: int, global_step: 
         return
     fresh = factory(scheduler.optimizer, total_steps=int(total_steps))
     fresh.last_epoch = global_step - 1
-    fresh.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": on purpose here
+        fresh.step()
     config.scheduler = fresh
 
 

@@ -7,16 +7,23 @@ import os
 import random
 import struct
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
 from PIL import Image
 
 from lit_transfer.data.shapes import SHAPES, draw_shape
+from lit_transfer.models import FineTuneClassifier
+from lit_transfer.nets import TorchvisionNet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+CATSDOGS_CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
+HYMENOPTERA_CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
 
 # Keep the CPU tests quiet and single-threaded enough not to fight over 2 cores.
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -49,6 +56,34 @@ def class_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "classes", per_class=10, seed=3)
 
 
+def run_dir_args(root: Path) -> list[str]:
+    """Trainer flags: logs, checkpoints and predictions under ``root``, no progress bar."""
+    return ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+
+
+def quiet_run_args(root: Path) -> list[str]:
+    """``run_dir_args`` and no model summary either."""
+    return [*run_dir_args(root), "--trainer.enable_model_summary", "false"]
+
+
+def image_folder_args(
+    root: Path, image_size: int, resize_size: int | None = None, num_workers: int = 0, batch_size: int | None = None
+) -> list[str]:
+    """``--data.*`` flags for the image folder ``root``: sizes, workers and (when given) resize size and batch size."""
+    args = ["--data.root", str(root), "--data.image_size", str(image_size)]
+    if resize_size is not None:
+        args += ["--data.resize_size", str(resize_size)]
+    args += ["--data.num_workers", str(num_workers)]
+    if batch_size is not None:
+        args += ["--data.batch_size", str(batch_size)]
+    return args
+
+
+def short_epoch_args() -> list[str]:
+    """Trainer flags: epochs of two training batches and one validation batch."""
+    return ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+
+
 def tiny_demo_args(tmp_path: Path, *extra: str) -> list[str]:
     """Arguments that run configs/demo.yaml on a tiny generated shapes set inside ``tmp_path``."""
     return [
@@ -62,16 +97,99 @@ def tiny_demo_args(tmp_path: Path, *extra: str) -> list[str]:
         "8",
         "--data.batch_size",
         "16",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
+        *quiet_run_args(tmp_path),
         "--trainer.log_every_n_steps",
         "1",
         *extra,
     ]
+
+
+def simple_cnn_folder_args(root: Path, run: Path, *extra: str, batch_size: int = 4) -> list[str]:
+    """An ImageClassifier with an 8-wide SimpleCNN on the image folder ``root`` at 32 px, one epoch, run in ``run``."""
+    return [
+        "--model",
+        "lit_transfer.models.ImageClassifier",
+        "--model.net",
+        "lit_transfer.nets.SimpleCNN",
+        "--model.net.init_args.width",
+        "8",
+        "--data",
+        "lit_transfer.data.ImageFolderDataModule",
+        *image_folder_args(root, 32, batch_size=batch_size),
+        "--trainer.max_epochs",
+        "1",
+        *run_dir_args(run),
+        *extra,
+    ]
+
+
+def catsdogs_resnet18_args(data_root: Path, run: Path, *extra: str) -> list[str]:
+    """``fit`` with the cats/dogs task config: resnet18 from random weights at 32 px, batches of 8, quiet, run in
+    ``run``, no best-k checkpoint files."""
+    return [
+        "fit",
+        "--config",
+        CATSDOGS_CONFIG,
+        "--model.weights",
+        "null",
+        "--model.net.init_args.name",
+        "resnet18",
+        *image_folder_args(data_root, 32, 32, batch_size=8),
+        *quiet_run_args(run),
+        "--checkpoint.save_top_k",
+        "0",
+        *extra,
+    ]
+
+
+def alexnet_task_args(
+    data_root: Path, run: Path, *extra: str, num_workers: int = 0, batch_size: int | None = None
+) -> list[str]:
+    """``fit`` with the hymenoptera AlexNet task config at 64 px (resized to 72), one epoch, quiet, run in ``run``,
+    no checkpoint files (AlexNet's are 0.7 GB)."""
+    return [
+        "fit",
+        "--config",
+        HYMENOPTERA_CONFIG,
+        *image_folder_args(data_root, 64, 72, num_workers, batch_size),
+        "--trainer.max_epochs",
+        "1",
+        *quiet_run_args(run),
+        "--checkpoint.save_top_k",
+        "0",
+        "--checkpoint.save_last",
+        "false",
+        *extra,
+    ]
+
+
+def predict_args(ckpt: Path, predict_root: Path, run: Path, *extra: str) -> list[str]:
+    """``predict`` from the checkpoint ``ckpt`` alone over ``predict_root`` (a folder or one image), CSV in ``run``."""
+    return ["predict", "--ckpt_path", str(ckpt), "--data.predict_root", str(predict_root), *run_dir_args(run), *extra]
+
+
+def resnet18_feature_extractor(lr: float, **kwargs) -> FineTuneClassifier:
+    """Seeds everything, then a 3-class FineTuneClassifier: a frozen resnet18 (random weights), SGD with momentum 0.9."""
+    seed_everything(0)
+    return FineTuneClassifier(
+        net=partial(TorchvisionNet, name="resnet18"),
+        num_classes=3,
+        finetune="feature_extractor",
+        optimizer=partial(torch.optim.SGD, lr=lr, momentum=0.9),
+        **kwargs,
+    )
+
+
+def quiet_trainer(root: Path, **kwargs) -> Trainer:
+    """A Trainer in ``root`` with no logger, no checkpoint files, no progress bar and no model summary."""
+    return Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
 
 
 @pytest.fixture

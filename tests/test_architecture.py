@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, tiny_demo_args
+from tests.conftest import REPO, predict_args, tiny_demo_args
 
 PACKAGE = REPO / "lit_transfer"
 
@@ -102,17 +102,7 @@ def test_a_checkpoint_saved_under_the_old_class_path_still_predicts(tmp_path, ru
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     image = next((tmp_path / "shapes" / "val" / "circle").glob("*.png"))
-    cli = run_cli(
-        "predict",
-        "--ckpt_path",
-        str(old),
-        "--data.predict_root",
-        str(image),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    cli = run_cli(*predict_args(old, image, tmp_path))
     assert type(cli.model).__module__ == "lit_transfer.models.classifier"
     (csv_path,) = tmp_path.glob("predictions-*.csv")
     assert [row["path"] for row in csv.DictReader(csv_path.open())] == [str(image)]

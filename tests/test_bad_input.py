@@ -9,41 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_bad_files, add_decompression_bomb, tiny_demo_args, write_image_folder
+from tests.conftest import (
+    add_bad_files,
+    add_decompression_bomb,
+    simple_cnn_folder_args,
+    tiny_demo_args,
+    write_image_folder,
+)
 
 
 def bad_corpus(folder: Path) -> set[str]:
     """The corpus written into ``folder`` (which also gets one good JPEG); the bad files' paths."""
     bad = add_bad_files(folder)
     return {str(p) for p in bad.values()} | {str(add_decompression_bomb(folder))}
-
-
-def folder_args(root: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "--model",
-        "lit_transfer.models.ImageClassifier",
-        "--model.net",
-        "lit_transfer.nets.SimpleCNN",
-        "--model.net.init_args.width",
-        "8",
-        "--data",
-        "lit_transfer.data.ImageFolderDataModule",
-        "--data.root",
-        str(root),
-        "--data.image_size",
-        "32",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "4",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        str(run),
-        "--trainer.enable_progress_bar",
-        "false",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "test"])
@@ -55,7 +33,7 @@ def test_unreadable_images_are_left_out_and_listed_at_fit_validate_and_test(tmp_
     bad = bad_corpus(root / "train" / "circle") | bad_corpus(root / "val" / "square")
     bad |= bad_corpus(root / "test" / "triangle")
     with pytest.warns(UserWarning, match="skipped 4 unreadable image files in .*train"):
-        cli = run_cli(subcommand, *folder_args(root, tmp_path / "run"))
+        cli = run_cli(subcommand, *simple_cnn_folder_args(root, tmp_path / "run"))
     assert {path for path, _ in cli.datamodule.skipped} == bad  # setup builds every split
     data = cli.datamodule
     # each split: its class folders' images and the corpus' one good JPEG
@@ -128,7 +106,7 @@ def test_numbers_out_of_range_are_one_line_before_anything_runs(tmp_path, run_cl
 )
 def test_folder_settings_out_of_range_are_one_line(tmp_path, class_folder, run_cli, capsys, extra, expected):
     with pytest.raises(SystemExit) as exc:
-        run_cli("fit", *folder_args(class_folder, tmp_path / "run", *extra))
+        run_cli("fit", *simple_cnn_folder_args(class_folder, tmp_path / "run", *extra))
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
@@ -142,7 +120,7 @@ def test_a_data_root_that_is_a_file_says_so(tmp_path, run_cli, capsys):
         ["--data", "lit_transfer.data.CIFARDataModule"],
     ):
         with pytest.raises(SystemExit) as exc:
-            run_cli("fit", *folder_args(a_file, tmp_path / "run"), *data, "--data.root", str(a_file))
+            run_cli("fit", *simple_cnn_folder_args(a_file, tmp_path / "run"), *data, "--data.root", str(a_file))
         assert exc.value.code == 2
         assert "is a file, not a folder" in capsys.readouterr().err
 
@@ -186,7 +164,7 @@ def test_an_unreadable_weights_file_is_reported_before_the_data_scan(
     empty.write_bytes(b"")
     model = ["--model", "lit_transfer.models.FineTuneClassifier"] if flag.endswith("weights") else []
     with pytest.raises(SystemExit) as exc:
-        run_cli("fit", *folder_args(class_folder, tmp_path / "run", *model, flag, str(empty)))
+        run_cli("fit", *simple_cnn_folder_args(class_folder, tmp_path / "run", *model, flag, str(empty)))
     assert exc.value.code == 2
     assert "is empty (0 bytes)" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not any("unreadable image" in str(w.message) for w in recwarn)  # the scan never ran

@@ -17,7 +17,7 @@ from lit_transfer.data import CIFARDataModule, ImageFolderDataModule
 from lit_transfer.data.presets import CIFAR_MEAN, CIFAR_STD
 from lit_transfer.errors import UserError
 from lit_transfer.nets import AlexNet32
-from tests.conftest import REPO, SHARED_DATA, write_image_folder
+from tests.conftest import REPO, SHARED_DATA, quiet_run_args, write_image_folder
 
 CONFIG = str(REPO / "configs" / "cifar10_alexnet.yaml")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -68,12 +68,7 @@ def cli_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
         str(root),
         "--data.num_workers",
         "0",
-        "--trainer.default_root_dir",
-        str(tmp_path / "runs"),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
+        *quiet_run_args(tmp_path / "runs"),
         *extra,
     ]
 
@@ -216,33 +211,34 @@ class LrRecorder(Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-@pytest.mark.parametrize("max_epochs", [1, 3])
-def test_one_cycle_ends_on_the_last_batch(fake_cifar10, tmp_path, max_epochs):
+def simple_cnn_task(root: Path, tmp_path: Path, *extra: str):
+    """The task config with a SimpleCNN for AlexNet-32 and no best-k checkpoints, built, not run: the task's optimizer,
+    schedule, data and trainer with a small net (67M parameters make each SGD step slow on a CPU)."""
     from lit_transfer.cli import LitTransferCLI
 
+    args = cli_args(
+        root, tmp_path, "--model.net", "lit_transfer.nets.SimpleCNN", "--checkpoint.save_top_k", "0", *extra
+    )
+    return LitTransferCLI(args=args, run=False)
+
+
+@pytest.mark.parametrize("max_epochs", [1, 3])
+def test_one_cycle_ends_on_the_last_batch(fake_cifar10, tmp_path, max_epochs):
     batches = 4  # per epoch; OneCycleLR needs >= 4 steps for its first step to be the initial lr
-    cli = LitTransferCLI(
-        args=cli_args(
-            fake_cifar10,
-            tmp_path,
-            # The task's optimizer, schedule, data and trainer with a small net: the schedule does
-            # not depend on the net, and 67M parameters make each SGD step slow on a CPU.
-            "--model.net",
-            "lit_transfer.nets.SimpleCNN",
-            "--data.batch_size",
-            "4",
-            "--trainer.max_epochs",
-            str(max_epochs),
-            "--trainer.limit_train_batches",
-            str(batches),
-            "--trainer.limit_val_batches",
-            "1",
-            "--checkpoint.save_top_k",
-            "0",
-            "--checkpoint.save_last",
-            "false",
-        ),
-        run=False,
+    # The schedule does not depend on the net: a small one keeps this fast.
+    cli = simple_cnn_task(
+        fake_cifar10,
+        tmp_path,
+        "--data.batch_size",
+        "4",
+        "--trainer.max_epochs",
+        str(max_epochs),
+        "--trainer.limit_train_batches",
+        str(batches),
+        "--trainer.limit_val_batches",
+        "1",
+        "--checkpoint.save_last",
+        "false",
     )
     recorder = LrRecorder()
     cli.trainer.callbacks.append(recorder)
@@ -265,7 +261,6 @@ def test_our_training_steps_are_the_plain_loops(fake_cifar10, tmp_path):
     benchmark's comparison fair, and what a change to the optimizer path would break)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lit_transfer.cli import LitTransferCLI
     from lit_transfer.nets import SimpleCNN
 
     torch.manual_seed(0)
@@ -287,21 +282,7 @@ def test_our_training_steps_are_the_plain_loops(fake_cifar10, tmp_path):
         optimizer.step()
         scheduler.step()
 
-    cli = LitTransferCLI(
-        args=cli_args(
-            fake_cifar10,
-            tmp_path,
-            "--model.net",
-            "lit_transfer.nets.SimpleCNN",
-            "--model.net.init_args.dropout",
-            "0",
-            "--trainer.max_epochs",
-            "1",
-            "--checkpoint.save_top_k",
-            "0",
-        ),
-        run=False,
-    )
+    cli = simple_cnn_task(fake_cifar10, tmp_path, "--model.net.init_args.dropout", "0", "--trainer.max_epochs", "1")
     cli.model.net.load_state_dict(initial)
     cli.trainer.fit(cli.model, train_dataloaders=DataLoader(TensorDataset(xs, ys), batch_size=batch))
     assert cli.trainer.global_step == steps

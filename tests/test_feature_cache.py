@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
+from tests.conftest import predict_args, quiet_trainer, resnet18_feature_extractor
 from tests.test_param_groups import tiny_task_args
 
 
@@ -50,28 +50,13 @@ class CountImages:
 
 
 def fit_head(data_root: Path, tmp_path: Path, feature_cache: bool, epochs: int = 3):
-    seed_everything(0)
-    model = FineTuneClassifier(
-        net=partial(TorchvisionNet, name="resnet18"),
-        num_classes=3,
-        finetune="feature_extractor",
-        feature_cache=feature_cache,
-        optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
-    )
+    model = resnet18_feature_extractor(lr=0.01, feature_cache=feature_cache)
     counter = CountImages()
     model.net.model.conv1.register_forward_pre_hook(counter)
     data = ImageFolderDataModule(
         str(data_root), batch_size=8, num_workers=0, image_size=32, resize_size=32, augment="none"
     )
-    trainer = Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=epochs, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)
     return model, trainer, counter.seen
 
@@ -118,17 +103,7 @@ def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(
     assert set(state) == {f"net.{k}" for k in cli.model.net.state_dict()}  # backbone and head
     assert torch.equal(state["net.model.fc.weight"], cli.model.net.model.fc.weight)
 
-    run_cli(
-        "predict",
-        "--ckpt_path",
-        str(last),
-        "--data.predict_root",
-        str(class_folder / "circle"),
-        "--trainer.default_root_dir",
-        str(tmp_path / "predict"),
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    run_cli(*predict_args(last, class_folder / "circle", tmp_path / "predict"))
     rows = list(csv.DictReader(next((tmp_path / "predict").glob("predictions-*.csv")).open()))
     assert len(rows) == 10 and {r["class_name"] for r in rows} <= {"circle", "square", "triangle"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_transfer.data import ImageFolderDataModule
@@ -17,9 +17,7 @@ from lit_transfer.errors import UserError
 from lit_transfer.finetune.freezing import FreezeBackbone
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import SimpleCNN, TorchvisionNet
-from tests.conftest import REPO
-
-CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
+from tests.conftest import alexnet_task_args, quiet_trainer, short_epoch_args
 
 
 class Snapshot(Callback):
@@ -47,16 +45,7 @@ def fit_a_few_steps(net, data_root: Path, finetune: str, tmp_path: Path, weights
     )
     data = ImageFolderDataModule(str(data_root), batch_size=8, num_workers=0, image_size=64, augment="flip")
     snapshot = Snapshot()
-    trainer = Trainer(
-        max_steps=steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[snapshot],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=steps, limit_val_batches=0, callbacks=[snapshot])
     trainer.fit(model, datamodule=data)
     return model, trainer, snapshot
 
@@ -116,38 +105,7 @@ def alexnet_pth(tmp_path_factory) -> Path:
 
 def tiny_task_args(split_folder: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The task config at 64 px on tiny data, two steps, no checkpoint files (AlexNet's are 0.7 GB)."""
-    return [
-        "fit",
-        "--config",
-        CONFIG,
-        "--data.root",
-        str(split_folder),
-        "--data.image_size",
-        "64",
-        "--data.resize_size",
-        "72",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--checkpoint.save_top_k",
-        "0",
-        "--checkpoint.save_last",
-        "false",
-        *extra,
-    ]
+    return alexnet_task_args(split_folder, tmp_path, *short_epoch_args(), *extra, batch_size=8)
 
 
 def test_both_head_modes_train_through_the_cli(run_cli, split_folder, tmp_path, alexnet_pth):

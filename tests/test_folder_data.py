@@ -23,7 +23,7 @@ from lit_transfer.data.images import load_rgb
 from lit_transfer.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError
-from tests.conftest import add_bad_files, write_image_folder
+from tests.conftest import add_bad_files, simple_cnn_folder_args, write_image_folder
 
 
 def module(root: Path, **kwargs) -> ImageFolderDataModule:
@@ -199,31 +199,7 @@ def test_bad_files_are_skipped_counted_and_listed_before_training(run_cli, split
     }
 
     # Through the CLI: the run goes on and the list lands in the run folder.
-    cli = run_cli(
-        "fit",
-        "--model",
-        "lit_transfer.models.ImageClassifier",
-        "--model.net",
-        "lit_transfer.nets.SimpleCNN",
-        "--model.net.init_args.width",
-        "8",
-        "--data",
-        "lit_transfer.data.ImageFolderDataModule",
-        "--data.root",
-        str(split_folder),
-        "--data.image_size",
-        "32",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    cli = run_cli("fit", *simple_cnn_folder_args(split_folder, tmp_path / "run", batch_size=8))
     assert cli.trainer.global_step == 4  # ceil(25 / 8): every readable training image was used
     listing = Path(cli.trainer.log_dir) / SKIPPED_IMAGES_FILE
     lines = listing.read_text().splitlines()

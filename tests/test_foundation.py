@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, tiny_demo_args
+from tests.conftest import REPO, predict_args, run_dir_args, tiny_demo_args
 
 
 def _version_dirs(root: Path) -> list[Path]:
@@ -80,17 +80,7 @@ def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, 
         (folder / img.name).write_bytes(img.read_bytes())
     # Prediction needs no config and no data folder: net, class names and eval transforms come
     # from the checkpoint.
-    cli = run_cli(
-        "predict",
-        "--ckpt_path",
-        str(ckpt),
-        "--data.predict_root",
-        str(folder),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    cli = run_cli(*predict_args(ckpt, folder, tmp_path))
     out = capsys.readouterr().out
     (csv_path,) = tmp_path.glob("predictions-*.csv")
     assert str(csv_path) in out
@@ -143,9 +133,6 @@ def test_demo_config_reaches_90_percent(tmp_path, run_cli):
         str(REPO / "configs" / "demo.yaml"),
         "--data.root",
         str(tmp_path / "shapes"),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
+        *run_dir_args(tmp_path),
     )
     assert cli.trainer.callback_metrics["val/acc"].item() >= 0.90

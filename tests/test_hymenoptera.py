@@ -8,45 +8,17 @@ from pathlib import Path
 import pytest
 
 from lit_transfer.data.folder import SKIPPED_IMAGES_FILE
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import SHARED_DATA, alexnet_task_args
 
 HYMENOPTERA = SHARED_DATA / "hymenoptera_data"
 pytestmark = pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason="needs the shared hymenoptera_data folder")
-CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
 
 
 def task_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The task config from random weights at 64 px (AlexNet's smallest comfortable size)."""
-    return [
-        "fit",
-        "--config",
-        CONFIG,
-        "--model.weights",
-        "null",
-        "--data.root",
-        str(root),
-        "--data.download",
-        "false",
-        "--data.image_size",
-        "64",
-        "--data.resize_size",
-        "72",
-        "--data.num_workers",
-        "2",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--checkpoint.save_top_k",
-        "0",
-        "--checkpoint.save_last",
-        "false",
-        *extra,
-    ]
+    return alexnet_task_args(
+        root, tmp_path, "--model.weights", "null", "--data.download", "false", *extra, num_workers=2
+    )
 
 
 def test_one_full_epoch_over_every_file(run_cli, tmp_path):

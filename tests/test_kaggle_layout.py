@@ -15,9 +15,15 @@ from PIL import Image
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.data.folder import SKIPPED_IMAGES_FILE
 from lit_transfer.errors import UserError
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import (
+    CATSDOGS_CONFIG,
+    SHARED_DATA,
+    catsdogs_resnet18_args,
+    image_folder_args,
+    predict_args,
+    quiet_run_args,
+)
 
-CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
 KAGGLE = SHARED_DATA / "dogs_vs_cats_kaggle_subset"
 
 
@@ -85,35 +91,9 @@ def test_unreadable_files_are_listed_and_skipped(run_cli, tmp_path):
     (flat / "cat.999.jpg").write_bytes(b"\xff\xd8\xff truncated")
     (flat / "dog.998.jpg").write_bytes(b"")
     cli = run_cli(
-        "fit",
-        "--config",
-        CONFIG,
-        "--model.weights",
-        "null",
-        "--model.net.init_args.name",
-        "resnet18",
-        "--data.root",
-        str(flat),
-        "--data.image_size",
-        "32",
-        "--data.resize_size",
-        "32",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--checkpoint.save_top_k",
-        "0",
-        "--last_checkpoint.save_top_k",
-        "0",
+        *catsdogs_resnet18_args(
+            flat, tmp_path / "run", "--trainer.max_epochs", "1", "--last_checkpoint.save_top_k", "0"
+        )
     )
     assert cli.trainer.global_step == 2  # 16 readable: 2 of each class to val, 12 to train, batches of 8
     listed = (Path(cli.trainer.log_dir) / SKIPPED_IMAGES_FILE).read_text()
@@ -132,29 +112,17 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
     cli = run_cli(
         "fit",
         "--config",
-        CONFIG,
+        CATSDOGS_CONFIG,
         "--model.weights",
         str(weights),
-        "--data.root",
-        str(KAGGLE / "train"),
-        "--data.image_size",
-        "32",
-        "--data.resize_size",
-        "36",
-        "--data.num_workers",
-        "2",
+        *image_folder_args(KAGGLE / "train", 32, 36, num_workers=2),
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",
         "2",
         "--trainer.limit_val_batches",
         "2",  # "1" would mean 1.0: all
-        "--trainer.default_root_dir",
-        str(run),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
+        *quiet_run_args(run),
         "--checkpoint.save_top_k",
         "0",
     )
@@ -167,19 +135,7 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
 
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     out = tmp_path / "predict"
-    run_cli(
-        "predict",
-        "--ckpt_path",
-        str(last),
-        "--data.predict_root",
-        str(KAGGLE / "test1"),
-        "--data.num_workers",
-        "2",
-        "--trainer.default_root_dir",
-        str(out),
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    run_cli(*predict_args(last, KAGGLE / "test1", out, "--data.num_workers", "2"))
     rows = list(csv.DictReader(next(out.glob("predictions-*.csv")).open()))
     assert len(rows) == len(list((KAGGLE / "test1").glob("*.jpg"))) == 1001
     assert {r["class_name"] for r in rows} <= {"cat", "dog"}

@@ -11,9 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from lit_transfer.errors import UserError
 from lit_transfer.finetune.param_groups import DEFAULT_GROUP, optimizer_groups, parse_param_groups
 from lit_transfer.nets import AlexNet, TorchvisionNet
-from tests.conftest import REPO
+from tests.conftest import catsdogs_resnet18_args, short_epoch_args
 
-CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
 RECIPE = [
     {"name": "early", "modules": ["conv1", "bn1", "layer1", "layer2", "layer3"], "lr": 1e-5, "momentum": 0.1},
     {"name": "layer4", "modules": ["layer4"], "lr": 1e-4},
@@ -92,44 +91,18 @@ def test_every_trainable_parameter_lands_in_exactly_one_group(resnet):
 
 def tiny_task_args(data_root: Path, tmp_path: Path, *extra: str) -> list[str]:
     """The cats/dogs task config with resnet18 at 32 px on tiny data, two steps, no checkpoint files."""
-    return [
-        "fit",
-        "--config",
-        CONFIG,
-        "--model.weights",
-        "null",
-        "--model.net.init_args.name",
-        "resnet18",
-        "--data.root",
-        str(data_root),
-        "--data.image_size",
-        "32",
-        "--data.resize_size",
-        "32",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "8",
+    return catsdogs_resnet18_args(
+        data_root,
+        tmp_path,
         "--trainer.max_epochs",
         "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
+        *short_epoch_args(),
         "--trainer.log_every_n_steps",
         "1",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--checkpoint.save_top_k",
-        "0",
         "--last_checkpoint.save_top_k",
         "0",
         *extra,
-    ]
+    )
 
 
 def test_the_task_config_gives_the_optimizer_its_three_groups_and_tensorboard_their_names(

@@ -365,3 +365,24 @@ def test_npu_random_states_are_saved_and_restored(monkeypatch):
     callback.load_state_dict(state)
     callback.on_train_start(None, None)
     assert restored == [state["npu"]]
+
+
+@pytest.mark.parametrize("flag", ["--model.init_args.init_from", "--model.init_args.weights"])
+def test_a_damaged_or_non_finite_weights_file_is_refused(tmp_path, run_cli, capsys, flag):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(last.read_bytes())
+    _damage_tensor_bytes(damaged)
+    nan = tmp_path / "nan.pth"
+    state = torch.load(last, weights_only=True)["state_dict"]
+    state["net.stem.0.weight"][0] = float("inf")
+    torch.save(state, nan)
+    model = ["--model", "lit_transfer.models.FineTuneClassifier"] if flag.endswith("weights") else []
+    for path, reason in ((damaged, "is damaged"), (nan, "NaN or infinite values")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            run_cli("fit", *tiny_demo_args(tmp_path / "second", *model, flag, str(path)))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert reason in err and str(path) in err, err

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lit_transfer.cli.checkpoints import find_last_checkpoint
@@ -19,10 +19,8 @@ from lit_transfer.errors import UserError
 from lit_transfer.finetune.freezing import GradualUnfreezing
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import TorchvisionNet
-from tests.conftest import REPO
+from tests.conftest import catsdogs_resnet18_args, quiet_trainer, resnet18_feature_extractor
 from tests.test_param_groups import RECIPE
-
-CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
 
 
 class GroupRecorder(Callback):
@@ -54,29 +52,17 @@ class GroupRecorder(Callback):
 
 
 def test_stages_join_the_optimizer_at_their_epoch_with_their_group_options(class_folder, tmp_path):
-    seed_everything(0)
-    model = FineTuneClassifier(
-        net=partial(TorchvisionNet, name="resnet18"),
-        num_classes=3,
-        finetune="feature_extractor",
+    model = resnet18_feature_extractor(
+        lr=1e-3,
         param_groups=RECIPE,
         unfreeze={1: ["layer4"], 2: ["layer3"]},
-        optimizer=partial(torch.optim.SGD, lr=1e-3, momentum=0.9),
         lr_scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4),
     )
     data = ImageFolderDataModule(str(class_folder), batch_size=8, num_workers=0, image_size=32, resize_size=32)
     recorder = GroupRecorder()
-    Trainer(
-        max_epochs=4,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        default_root_dir=tmp_path,
-    ).fit(model, datamodule=data)
+    quiet_trainer(tmp_path, max_epochs=4, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder]).fit(
+        model, datamodule=data
+    )
 
     layer3, layer4 = (len(list(getattr(model.net.model, s).parameters())) for s in ("layer3", "layer4"))
     names = [[(g["name"], g["n"], g["initial_lr"], g["momentum"]) for g in e["groups"]] for e in recorder.epochs]
@@ -123,15 +109,11 @@ def test_unfreeze_needs_a_frozen_start():
 
 
 def gradual_args(data_root: Path, root: Path, *extra: str) -> list[str]:
-    """The task config, gradual unfreezing with a per-step OneCycleLR, resnet18 at 32 px on tiny data."""
-    return [
-        "fit",
-        "--config",
-        CONFIG,
-        "--model.weights",
-        "null",
-        "--model.net.init_args.name",
-        "resnet18",
+    """The task config, gradual unfreezing with a per-step OneCycleLR, resnet18 at 32 px on tiny data; last.ckpt
+    only (writing files is most of the time here)."""
+    return catsdogs_resnet18_args(
+        data_root,
+        root,
         "--model.finetune",
         "feature_extractor",
         "--model.unfreeze",
@@ -140,30 +122,12 @@ def gradual_args(data_root: Path, root: Path, *extra: str) -> list[str]:
         "torch.optim.lr_scheduler.OneCycleLR",
         "--model.lr_scheduler.init_args.max_lr",
         "0.01",
-        "--data.root",
-        str(data_root),
-        "--data.image_size",
-        "32",
-        "--data.resize_size",
-        "32",
-        "--data.num_workers",
-        "0",
-        "--data.batch_size",
-        "8",
         "--trainer.max_epochs",
         "3",
         "--trainer.deterministic",
         "true",
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--checkpoint.save_top_k",
-        "0",  # last.ckpt only: writing files is most of the time here
         *extra,
-    ]
+    )
 
 
 def final_state(root: Path) -> dict:

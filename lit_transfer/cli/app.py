@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -173,6 +174,8 @@ class LitTransferCLI(LightningCLI):
         # The run's config.yaml stays as it was; this resume's settings are saved next to it.
         self.save_config_kwargs["config_filename"] = new_file(run.path, "config-resumed", ".yaml").name
         print(f"resuming in {run.path}")
+        # Lightning warns that the folder already holds checkpoints: continuing there is the point.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         return RunLogger(str(run.save_dir), version=run.version)
 
     def _run_subcommand(self, subcommand: str) -> None:

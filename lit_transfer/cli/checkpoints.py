@@ -10,7 +10,6 @@ net, the class names and the evaluation transforms come from the checkpoint.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 
 from lit_transfer.cli.errors import renamed_class_path
 from lit_transfer.errors import UserError, some
-from lit_transfer.files import damaged_part, newest_complete, safe_load
+from lit_transfer.files import newest_complete, safe_load
 
 CKPT_FLAG = "--ckpt_path"
 ROOT_FLAG = "--trainer.default_root_dir"
@@ -59,18 +58,12 @@ class Checkpoint:
     @classmethod
     def read(cls, path: Path) -> Checkpoint:
         """Read the settings of the checkpoint at ``path`` after checking that its bytes are intact
-        (each part's CRC-32) and its weights finite: a damaged file would otherwise load silently and
-        train on, or evaluate, NaN weights."""
+        (``safe_load``) and its weights finite: a damaged or diverged file would otherwise load silently
+        and train on, or evaluate, NaN weights."""
         # mmap: the tensors are read only to be checked; the trainer loads them when it restores.
         ckpt = safe_load(path, "checkpoint", mmap=True)
         if not isinstance(ckpt, dict):
             raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a Lightning checkpoint")
-        damaged = damaged_part(path) if zipfile.is_zipfile(path) else None
-        if damaged:
-            raise UserError(
-                f"checkpoint {str(path)!r} is damaged ({damaged} fails its checksum): use an intact one, "
-                "e.g. another checkpoint of that run"
-            )
         non_finite = _non_finite(ckpt.get("state_dict") or {})
         if non_finite:
             raise UserError(

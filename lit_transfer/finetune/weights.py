@@ -234,6 +234,12 @@ def load_state_dict_matching(net: nn.Module, source: dict[str, Tensor], source_n
             report.mismatched.append((key, tuple(value.shape), tuple(target[name].shape)))
         else:
             selected[name] = value
+    non_finite = [k for k, v in selected.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if non_finite:
+        raise UserError(
+            f"weights {source_name} hold NaN or infinite values ({len(non_finite)} tensors: {some(non_finite, 3)}): "
+            "use an earlier or an intact file"
+        )
     if not selected:
         raise UserError(
             f"weights {source_name} match none of the {len(target)} tensors of {report.net_name} "
