@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -136,3 +137,30 @@ def test_demo_config_reaches_90_percent(tmp_path, run_cli):
         *run_dir_args(tmp_path),
     )
     assert cli.trainer.callback_metrics["val/acc"].item() >= 0.90
+
+
+NOISE = (
+    "litlogger",  # Lightning's advertisement
+    "LeafSpec",  # Lightning's use of a deprecated torch API
+    "The dirpath has changed",
+    "No seed found",
+    "does not have many workers",
+)
+
+
+def test_a_normal_run_prints_no_third_party_noise(tmp_path):
+    """fit then predict as a user runs them (warnings on, as Python's default): none of the noise lines."""
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    fit = tiny_demo_args(tmp_path, "--trainer.max_epochs", "1")
+    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    images = tmp_path / "shapes" / "val" / "circle"
+    outputs = []
+    for args in (["fit", *fit], ["validate", *fit, "--ckpt_path", str(ckpt)], predict_args(ckpt, images, tmp_path)):
+        done = subprocess.run(
+            [sys.executable, "-m", "lit_transfer", *args], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout + done.stderr)
+    assert "wrote 8 predictions" in outputs[-1]  # the 8 validation circles of tiny_demo_args
+    for output in outputs:
+        assert not [line for line in output.splitlines() if any(noise in line for noise in NOISE)]

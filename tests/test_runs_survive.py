@@ -386,3 +386,14 @@ def test_a_damaged_or_non_finite_weights_file_is_refused(tmp_path, run_cli, caps
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert reason in err and str(path) in err, err
+
+
+def test_resuming_with_fewer_epochs_than_done_is_one_line(tmp_path, run_cli, capsys):
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--ckpt_path", "last"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "max_epochs=1" in err.strip().splitlines()[-1]
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]

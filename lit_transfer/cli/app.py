@@ -35,6 +35,7 @@ from lit_transfer.cli.checkpoints import (
     with_checkpoint,
 )
 from lit_transfer.cli.errors import PROG, Parser, checkpoint_mismatch, user_errors_exit
+from lit_transfer.cli.quiet import quiet_third_party
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError, first_line
 from lit_transfer.files import new_file, remove_stale_temp_files
@@ -45,6 +46,7 @@ class LitTransferCLI(LightningCLI):
     """Subcommands fit/validate/test/predict; model and data named by ``class_path`` in YAML."""
 
     def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        quiet_third_party()
         self.checkpoint: Checkpoint | None = None  # what --ckpt_path names, read once
         super().__init__(
             model_class=ImageClassifier,
@@ -189,6 +191,8 @@ class LitTransferCLI(LightningCLI):
                 for logger in self.trainer.loggers:
                     if isinstance(logger, RunLogger):
                         logger.discard_if_unused()
+            if isinstance(err, MisconfigurationException):  # e.g. a resume with max_epochs already reached
+                raise UserError(f"trainer settings: {first_line(err)}") from err
             ckpt_path = self.config[subcommand].get("ckpt_path")
             user_error = checkpoint_mismatch(err, ckpt_path, type(self.model.net).__name__)
             if user_error is None:

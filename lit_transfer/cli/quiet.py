@@ -1,0 +1,35 @@
+"""Quiet by default: the third-party messages a user of this project cannot act on are left out, each
+named here with the reason; every other warning still shows."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# Warnings, as regular expressions matched against the start of their text.
+_WARNINGS = (
+    # Lightning 2.6 calls a torch API that torch deprecated; nothing for a user to change.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # validate/test/predict restore the checkpoint's ModelCheckpoint state into a new folder; harmless.
+    r"The dirpath has changed from",
+    # predict, or a config without seed_everything: the run says its seed anyway.
+    r"No seed found, seed set to",
+    # Once per loader; data.num_workers is the user's documented choice, capped at the usable CPUs.
+    r"The '\w+' does not have many workers which may be a bottleneck",
+)
+# Lines Lightning logs at every start: an advertisement for a cloud service.
+_LOG_LINES = ("litlogger",)
+
+
+class _DropLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _LOG_LINES)
+
+
+def quiet_third_party() -> None:
+    """Install the filters; calling it again adds nothing."""
+    for pattern in _WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLines) for f in logger.filters):
+        logger.addFilter(_DropLines())
