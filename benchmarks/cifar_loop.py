@@ -8,9 +8,9 @@ images/second of each (time per training batch, data loading included, evaluatio
 checkpointing excluded), their ratios, wall time (sequential modes only), and the test accuracy
 after the last epoch.
 
-    python -m benchmarks.cifar_loop --data /work/shared/data              # 2 full epochs
-    python -m benchmarks.cifar_loop --data /work/shared/data --limit 10   # quick: 10 batches/epoch
-    python -m benchmarks.cifar_loop --data /work/shared/data --seeds 1 2 3  # accuracy spread over seeds
+    python -m benchmarks.cifar_loop --data ../shared/data              # 2 full epochs
+    python -m benchmarks.cifar_loop --data ../shared/data --limit 10   # quick: 10 batches/epoch
+    python -m benchmarks.cifar_loop --data ../shared/data --seeds 1 2 3  # accuracy spread over seeds
 
 Data: ``<data>/cifar10_partial_png`` (real CIFAR-10 images, ``train/`` + ``test/``); when absent,
 random-pixel images are generated and the accuracies mean nothing (said in the output).

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+# The real data sets: $LIT_TRANSFER_DATA, else ../shared/data next to the repository.
+DEFAULT_DATA = Path(os.environ.get("LIT_TRANSFER_DATA") or REPO.parent / "shared" / "data")
 
 
 # -- command line ----------------------------------------------------------------------------------

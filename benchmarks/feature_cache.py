@@ -9,8 +9,8 @@ off in both (it costs the same in both and is not what is compared). Printed and
 ``benchmarks/results/feature_cache.json``: the epoch times, the ratio of the median epoch time after
 the first epoch, and the final metrics and head weights of both runs (they should agree).
 
-    python -m benchmarks.feature_cache --data /work/shared/data                      # 64 px, 3 epochs each
-    python -m benchmarks.feature_cache --data /work/shared/data --image-size 128 --epochs 4
+    python -m benchmarks.feature_cache --data ../shared/data                      # 64 px, 3 epochs each
+    python -m benchmarks.feature_cache --data ../shared/data --image-size 128 --epochs 4
 
 Data: ``<data>/dogs_vs_cats_kaggle_subset/train`` (Kaggle's flat ``cat.0.jpg`` layout, 2002 photos;
 split 1602/400). When absent, small generated images stand in (timing only). No pretrained weights

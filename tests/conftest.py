@@ -21,7 +21,8 @@ from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import TorchvisionNet
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real data sets for the end-to-end tests, skipped when absent: $LIT_TRANSFER_DATA, else ../shared/data.
+SHARED_DATA = Path(os.environ.get("LIT_TRANSFER_DATA") or REPO.parent / "shared" / "data")
 CATSDOGS_CONFIG = str(REPO / "configs" / "catsdogs_resnet50.yaml")
 HYMENOPTERA_CONFIG = str(REPO / "configs" / "hymenoptera_alexnet.yaml")
 

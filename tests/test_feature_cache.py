@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -124,3 +125,13 @@ def test_the_cache_needs_a_frozen_backbone_and_unaugmented_images(run_cli, class
         )
     assert exit_info.value.code == 2
     assert "set --data.augment none (now 'imagenet')" in capsys.readouterr().err
+
+
+def test_the_cache_says_how_far_it_is_while_it_computes(class_folder, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        fit_head(class_folder, tmp_path / "cached", feature_cache=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache: ")]
+    progress = [line for line in lines if " images " in line and "/" in line]
+    assert any("training images 24/24" in line for line in progress)
+    assert any("validation images 6/6" in line for line in progress)
+    assert len(progress) >= 2 and lines[-1].startswith("feature cache: computed")

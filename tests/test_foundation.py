@@ -124,6 +124,30 @@ def test_help_print_config_and_console_script():
     assert "class_path: lit_transfer.nets.SimpleCNN" in result.stdout
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("lit-transfer") == "lit_transfer.cli:main"
+    script = Path(sys.executable).parent / "lit-transfer"
+    assert subprocess.run([script, "--help"], capture_output=True, text=True).stdout.startswith("usage: lit-transfer")
+    module_help = subprocess.run(
+        [sys.executable, "-m", "lit_transfer", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    assert module_help.stdout.startswith("usage: python -m lit_transfer")
+
+
+def test_fit_ends_with_one_summary_line(tmp_path, run_cli, capsys):
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    best = cli.trainer.checkpoint_callback
+    assert last_line.startswith(f"best val/acc {float(best.best_model_score):.4f} at epoch ")
+    assert best.best_model_path in last_line and Path(best.best_model_path).is_file()
+    assert last_line.endswith(f"view it with: tensorboard --logdir {tmp_path / 'lightning_logs'}")
+
+
+def test_the_real_data_folder_comes_from_the_environment(tmp_path):
+    env = {**os.environ, "LIT_TRANSFER_DATA": str(tmp_path)}
+    for module in ("tests.conftest", "benchmarks.common"):
+        name = "SHARED_DATA" if module.startswith("tests") else "DEFAULT_DATA"
+        code = f"from {module} import {name}; print({name})"
+        shown = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+        assert shown.stdout.strip() == str(tmp_path), shown.stderr
 
 
 def test_demo_config_reaches_90_percent(tmp_path, run_cli):

@@ -1,4 +1,4 @@
-"""End to end on the real ants vs bees set (skipped without /work/shared/data/hymenoptera_data)."""
+"""End to end on the real ants vs bees set (skipped without hymenoptera_data in $LIT_TRANSFER_DATA, default ../shared/data)."""
 
 from __future__ import annotations
 

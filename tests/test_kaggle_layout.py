@@ -101,7 +101,7 @@ def test_unreadable_files_are_listed_and_skipped(run_cli, tmp_path):
     assert len(cli.datamodule.train_set) + len(cli.datamodule.val_set) == 16
 
 
-@pytest.mark.skipif(not (KAGGLE / "train").is_dir(), reason="needs /work/shared/data/dogs_vs_cats_kaggle_subset")
+@pytest.mark.skipif(not (KAGGLE / "train").is_dir(), reason="needs dogs_vs_cats_kaggle_subset in the real-data folder")
 def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cli, tmp_path):
     """ResNet50 from the task config (random init, 32 px, two training batches) on the real flat
     ``train/``, then ``predict`` over all of ``test1/`` from the checkpoint alone: no data folder and

@@ -5,8 +5,10 @@ errors are translated in ``cli.errors``."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -34,7 +36,7 @@ from lit_transfer.cli.checkpoints import (
     run_to_continue,
     with_checkpoint,
 )
-from lit_transfer.cli.errors import PROG, Parser, checkpoint_mismatch, user_errors_exit
+from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, user_errors_exit
 from lit_transfer.cli.quiet import quiet_third_party
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError, first_line
@@ -56,7 +58,7 @@ class LitTransferCLI(LightningCLI):
             parser_class=Parser,
             auto_configure_optimizers=False,
             trainer_defaults={"callbacks": [PredictionCSVWriter(), RNGStateCheckpoint()]},
-            parser_kwargs={"prog": PROG},
+            parser_kwargs={"prog": program_name()},
             args=args,
             run=run,
             **kwargs,
@@ -164,6 +166,17 @@ class LitTransferCLI(LightningCLI):
             self.model.check_initial_weight_files()
 
     before_validate = before_test = before_predict = before_fit
+
+    def after_fit(self) -> None:
+        """One line at the end of a fit: the best score and its epoch, where the run is, how to view it."""
+        trainer = self.trainer
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor and c.best_model_path), None)
+        if best is None or not trainer.is_global_zero:
+            return
+        epoch = re.search(r"epoch(\d+)", Path(best.best_model_path).name)  # our filename: best-epochNN-...
+        at = f" at epoch {int(epoch[1])}" if epoch else ""
+        logs = f"; view it with: tensorboard --logdir {trainer.logger.root_dir}" if trainer.logger else ""
+        print(f"best {best.monitor} {float(best.best_model_score):.4f}{at}: {best.best_model_path}{logs}")
 
     def _run_logger(self, default_root_dir: str) -> RunLogger:
         """A new run folder under ``default_root_dir``; a fit resumed from a run's newest checkpoint goes

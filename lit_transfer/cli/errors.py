@@ -10,12 +10,17 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lit_transfer.errors import UserError
 
-PROG = "python -m lit_transfer"
+
+def program_name() -> str:
+    """How the user called us: the ``lit-transfer`` console script or ``python -m lit_transfer``."""
+    return "lit-transfer" if Path(sys.argv[0]).name == "lit-transfer" else "python -m lit_transfer"
+
 
 # Class paths that moved, for configs and checkpoints written before the move: old prefix -> new.
 RENAMED_CLASS_PATHS = {"lit_transfer.tasks.": "lit_transfer.models."}
@@ -70,7 +75,7 @@ class Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:
             return super().error(message, ex)
-        sys.stderr.write(f"lit_transfer: error: {one_line(message)}  (see: {PROG} --help)\n")
+        sys.stderr.write(f"lit_transfer: error: {one_line(message)}  (see: {program_name()} --help)\n")
         sys.exit(2)
 
 

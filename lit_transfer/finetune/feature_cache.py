@@ -53,7 +53,10 @@ class FeatureCache:
         start = time.perf_counter()
         self._data, self._images = data, (data.train_set, data.val_set)
         context = trainer.precision_plugin.forward_context
-        train, val = (compute_features(net, data, dataset, device, context) for dataset in self._images)
+        train, val = (
+            compute_features(net, data, dataset, device, context, label)
+            for dataset, label in zip(self._images, ("training", "validation"))
+        )
         data.train_set, data.val_set = train, val
         self.active = True
         rank_zero_info(
@@ -71,18 +74,33 @@ class FeatureCache:
 
 @torch.no_grad()
 def compute_features(
-    net: ClassifierNet, data: ClassificationDataModule, dataset: Dataset, device: torch.device, forward_context
+    net: ClassifierNet,
+    data: ClassificationDataModule,
+    dataset: Dataset,
+    device: torch.device,
+    forward_context,
+    label: str = "",
 ) -> TensorDataset:
     """``(features, label)`` for each item of ``dataset``, in order, read through the data module's own
-    evaluation loader (its workers and batch size); kept on the CPU."""
+    evaluation loader (its workers and batch size); kept on the CPU. Says how far it is at every
+    quarter, as this can take minutes before the first epoch starts."""
     was_training = net.training
     net.eval()
     features, labels = [], []
+    loader = data.make_loader(dataset)
+    start, said = time.perf_counter(), 0
     try:
-        for x, y in data.make_loader(dataset):
+        for batch, (x, y) in enumerate(loader, start=1):
             with forward_context():
                 features.append(net.forward_features(data.normalize(x.to(device))).float().cpu())
             labels.append(y)
+            quarter = 4 * batch // len(loader)
+            if quarter > said:
+                said = quarter
+                done = sum(len(t) for t in labels)
+                rank_zero_info(
+                    f"feature cache: {label} images {done}/{len(dataset)} ({time.perf_counter() - start:.0f} s)"
+                )
     finally:
         net.train(was_training)
     return TensorDataset(torch.cat(features), torch.cat(labels))
