@@ -139,10 +139,11 @@ def machine() -> dict[str, Any]:
     import torch
     import torchvision
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from lit_transfer.data.base import usable_cpus
+
     return {
         "cpu": _cpu_model(),
-        "usable_cores": usable,
+        "usable_cores": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": _memory_gib(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -84,6 +84,15 @@ def is_complete(path: Path) -> bool:
 def newest_complete(paths: Iterable[Path]) -> list[Path]:
     """The complete checkpoint files among ``paths``, the newest first."""
     return [p for p in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True) if is_complete(p)]
+
+
+def non_finite(tensors: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors in ``tensors`` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, value in tensors.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
 
 
 def damaged_part(path: str | Path) -> str | None:

@@ -13,7 +13,7 @@ from tests.conftest import REPO, predict_args, tiny_demo_args
 
 PACKAGE = REPO / "lit_transfer"
 
-# Each layer may import itself and the layers listed for it (README, "Layout"). The foundation
+# Each layer may import itself and the layers listed for it (docs/layout.md). The foundation
 # modules (errors, files, schedules) are imported by every layer.
 FOUNDATION = {"errors", "files", "schedules"}
 ALLOWED = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,10 @@ from lit_transfer.cli.checkpoints import (
     run_to_continue,
     with_checkpoint,
 )
-from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, user_errors_exit
+from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, trainer_settings_error, user_errors_exit
 from lit_transfer.cli.quiet import quiet_third_party
 from lit_transfer.data.base import ClassificationDataModule
-from lit_transfer.errors import UserError, first_line
+from lit_transfer.errors import UserError
 from lit_transfer.files import new_file, remove_stale_temp_files
 from lit_transfer.models import ImageClassifier
 
@@ -155,7 +154,7 @@ class LitTransferCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**prepare_trainer_kwargs(config))
         except (MisconfigurationException, ValueError) as err:  # bad accelerator/devices/strategy flags
-            raise UserError(f"trainer settings: {first_line(err)}") from err
+            raise trainer_settings_error(err) from err
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
@@ -189,8 +188,6 @@ class LitTransferCLI(LightningCLI):
         # The run's config.yaml stays as it was; this resume's settings are saved next to it.
         self.save_config_kwargs["config_filename"] = new_file(run.path, "config-resumed", ".yaml").name
         print(f"resuming in {run.path}")
-        # Lightning warns that the folder already holds checkpoints: continuing there is the point.
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         return RunLogger(str(run.save_dir), version=run.version)
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -205,7 +202,7 @@ class LitTransferCLI(LightningCLI):
                     if isinstance(logger, RunLogger):
                         logger.discard_if_unused()
             if isinstance(err, MisconfigurationException):  # e.g. a resume with max_epochs already reached
-                raise UserError(f"trainer settings: {first_line(err)}") from err
+                raise trainer_settings_error(err) from err
             ckpt_path = self.config[subcommand].get("ckpt_path")
             user_error = checkpoint_mismatch(err, ckpt_path, type(self.model.net).__name__)
             if user_error is None:

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lit_transfer.cli.errors import renamed_class_path
 from lit_transfer.errors import UserError, some
-from lit_transfer.files import newest_complete, safe_load
+from lit_transfer.files import newest_complete, non_finite, safe_load
 
 CKPT_FLAG = "--ckpt_path"
 ROOT_FLAG = "--trainer.default_root_dir"
@@ -39,14 +37,6 @@ def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
     return next(iter(newest_first(default_root_dir)), None)
 
 
-def _non_finite(state_dict: dict[str, Any]) -> list[str]:
-    return [
-        name
-        for name, value in state_dict.items()
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-
-
 @dataclass
 class Checkpoint:
     """A checkpoint file, checked sound, and the settings it was trained with."""
@@ -64,11 +54,11 @@ class Checkpoint:
         ckpt = safe_load(path, "checkpoint", mmap=True)
         if not isinstance(ckpt, dict):
             raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a Lightning checkpoint")
-        non_finite = _non_finite(ckpt.get("state_dict") or {})
-        if non_finite:
+        bad = non_finite(ckpt.get("state_dict") or {})
+        if bad:
             raise UserError(
-                f"checkpoint {str(path)!r} holds NaN or infinite weights ({len(non_finite)} tensors: "
-                f"{some(non_finite, limit=3)}): use an earlier checkpoint"
+                f"checkpoint {str(path)!r} holds NaN or infinite weights ({len(bad)} tensors: "
+                f"{some(bad, limit=3)}): use an earlier checkpoint"
             )
         return cls(path, dict(ckpt.get("hyper_parameters") or {}), dict(ckpt.get("datamodule_hyper_parameters") or {}))
 

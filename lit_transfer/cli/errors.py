@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser
 
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line
 
 
 def program_name() -> str:
@@ -99,6 +99,11 @@ def checkpoint_mismatch(err: BaseException, ckpt_path: str | None, net_name: str
         f"checkpoint {ckpt_path!r} does not fit the network {net_name} configured here ({reason}): use the config "
         "the checkpoint was trained with, or --model.init_from to take only its matching weights"
     )
+
+
+def trainer_settings_error(err: Exception) -> UserError:
+    """Lightning's refusal of the trainer's settings (accelerator, devices, strategy, epochs)."""
+    return UserError(f"trainer settings: {first_line(err)}")
 
 
 @contextmanager

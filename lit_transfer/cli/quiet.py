@@ -16,6 +16,9 @@ _WARNINGS = (
     r"No seed found, seed set to",
     # Once per loader; data.num_workers is the user's documented choice, capped at the usable CPUs.
     r"The '\w+' does not have many workers which may be a bottleneck",
+    # A resumed fit continues in its run folder, which holds checkpoints: that is the point of it (a new
+    # run's folder is always empty).
+    r"Checkpoint directory .* exists and is not empty",
 )
 # Lines Lightning logs at every start: an advertisement for a cloud service.
 _LOG_LINES = ("litlogger",)

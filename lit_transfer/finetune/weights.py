@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model_weights, get_weight
 
 from lit_transfer.errors import UserError, first_line, some
-from lit_transfer.files import safe_load
+from lit_transfer.files import non_finite, safe_load
 from lit_transfer.nets.base import ClassifierNet
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
@@ -234,10 +234,10 @@ def load_state_dict_matching(net: nn.Module, source: dict[str, Tensor], source_n
             report.mismatched.append((key, tuple(value.shape), tuple(target[name].shape)))
         else:
             selected[name] = value
-    non_finite = [k for k, v in selected.items() if v.is_floating_point() and not bool(v.isfinite().all())]
-    if non_finite:
+    bad = non_finite(selected)
+    if bad:
         raise UserError(
-            f"weights {source_name} hold NaN or infinite values ({len(non_finite)} tensors: {some(non_finite, 3)}): "
+            f"weights {source_name} hold NaN or infinite values ({len(bad)} tensors: {some(bad, 3)}): "
             "use an earlier or an intact file"
         )
     if not selected:
