@@ -10,6 +10,7 @@ Each benchmark compares two things in one run, taking turns so that both see the
   input_pipeline  our JPEG decoding + augmentation against torchvision's default (benchmarks/input_pipeline.py)
   compute         each task's net: training GFLOP/s against the matmul peak, NCHW and channels_last (benchmarks/compute.py)
   feature_cache   frozen-backbone epochs with and without the feature cache (benchmarks/feature_cache.py)
+  cli_startup     seconds to print the top-level --help against fit --help (benchmarks/cli_startup.py)
 and each runs in a child process, whose peak resident set size is read from the kernel (``os.wait4``'s
 ``ru_maxrss``: the largest single process of that benchmark, DataLoader workers included).
 Without the data folder, every benchmark generates synthetic images and says so.
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--epochs", "2", "--image-size", "64"],
         ["--epochs", "1", "--image-size", "32", "--num-workers", "0"],
     ),
+    "cli_startup": ("benchmarks.cli_startup", [], ["--repeats", "1"]),
 }
 USES_DATA = {"training_loop", "input_pipeline", "feature_cache"}
 GOALS = {"training_loop": 0.97, "input_pipeline": 2.0}
@@ -140,6 +142,17 @@ def summary_rows(results: dict) -> list[dict]:
             "cache",
             r["cached"]["median_epoch_seconds_after_first"],
             r["ratio_median_epoch_after_first"],
+        )
+    if "cli_startup" in results and "report" in results["cli_startup"]:
+        r = results["cli_startup"]["report"]["median_seconds"]
+        add(
+            "cli_startup",
+            "seconds until --help has printed (median of fresh processes)",
+            "fit --help",
+            r["lit-transfer fit --help"],
+            "--help",
+            r["lit-transfer --help"],
+            round(r["lit-transfer fit --help"] / r["lit-transfer --help"], 1),
         )
     return rows
 

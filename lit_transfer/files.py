@@ -10,6 +10,7 @@ and a later run never trusts half a file.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import shutil
@@ -195,12 +196,27 @@ def claim_numbered_folder(parent: str | Path, prefix: str) -> int:
             n += 1
 
 
+def _stamped_names(stem: str, suffix: str) -> Iterator[str]:
+    """``<stem>-<date>-<time><suffix>``, then the same with ``-1``, ``-2``, ... for names already taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    yield f"{stem}-{stamp}{suffix}"
+    yield from (f"{stem}-{stamp}-{n}{suffix}" for n in itertools.count(1))
+
+
 def new_file(folder: Path, stem: str, suffix: str) -> Path:
     """A path in ``folder`` that does not exist yet (runs never overwrite each other's files)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{stem}-{stamp}{suffix}"
-    n = 1
-    while path.exists():
-        path = folder / f"{stem}-{stamp}-{n}{suffix}"
-        n += 1
-    return path
+    return next(folder / name for name in _stamped_names(stem, suffix) if not (folder / name).exists())
+
+
+def claim_stamped_folder(parent: str | Path, stem: str) -> str:
+    """Create ``parent/<stem>-<date>-<time>`` (with a number after it when that is taken, ``mkdir``
+    deciding as in ``claim_numbered_folder``) and return its name."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for name in _stamped_names(stem, ""):
+        try:
+            (parent / name).mkdir()
+            return name
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable: the names never run out")

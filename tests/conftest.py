@@ -62,6 +62,37 @@ def run_dir_args(root: Path) -> list[str]:
     return ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
 
 
+def run_folders(root: Path) -> list[Path]:
+    """The fit folders under ``root`` (``lightning_logs/<run name>/version_<n>``), in version order."""
+    return sorted((root / "lightning_logs").glob("*/version_*"), key=lambda p: (p.parent.name, int(p.name[8:])))
+
+
+def run_folder(root: Path, version: int = 0) -> Path:
+    """The one fit folder ``version_<version>`` under ``root``, whatever the run's name."""
+    (folder,) = (root / "lightning_logs").glob(f"*/version_{version}")
+    return folder
+
+
+def last_checkpoint(root: Path) -> Path:
+    """``last.ckpt`` of the most recent fit under ``root``."""
+    return max(root.glob("lightning_logs/*/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def written(root: Path, pattern: str) -> list[Path]:
+    """Files matching ``pattern`` anywhere under ``root`` (predict writes into a run's folder)."""
+    return sorted(root.rglob(pattern))
+
+
+def exit_message(run_cli, capsys, *args: str) -> str:
+    """The one error line of a command that must stop with exit status 2 (and no traceback)."""
+    with pytest.raises(SystemExit) as exc:
+        run_cli(*args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("lit_transfer: error:") and not any("Traceback" in line for line in err)
+    return err[-1]
+
+
 def quiet_run_args(root: Path) -> list[str]:
     """``run_dir_args`` and no model summary either."""
     return [*run_dir_args(root), "--trainer.enable_model_summary", "false"]

@@ -28,7 +28,7 @@ from lit_transfer.accelerators import NPUAccelerator, NPUDDPStrategy, parse_npu_
 from lit_transfer.callbacks.channels_last import ChannelsLast, channels_last_pays
 from lit_transfer.cli import LitTransferCLI
 from lit_transfer.errors import UserError
-from tests.conftest import REPO, tiny_demo_args
+from tests.conftest import REPO, exit_message, tiny_demo_args
 
 
 class FakeStream:
@@ -119,15 +119,6 @@ def npu_structural(count: int = 4):
 def build(tmp_path: Path, *extra: str) -> LitTransferCLI:
     """The CLI's model, data and Trainer for the tiny demo, without running a subcommand."""
     return LitTransferCLI(args=tiny_demo_args(tmp_path, *extra), run=False)
-
-
-def exit_message(run_cli, capsys, *args: str) -> str:
-    with pytest.raises(SystemExit) as exc:
-        run_cli(*args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("lit_transfer: error:")
-    return err[-1]
 
 
 # --- registration and device parsing -----------------------------------------------------------
@@ -329,7 +320,7 @@ def test_npu_without_torch_npu_is_a_clear_error(run_cli, capsys, tmp_path, monke
     monkeypatch.setitem(sys.modules, "torch_npu", None)  # as if not installed, even where it is
     line = exit_message(run_cli, capsys, "fit", *tiny_demo_args(tmp_path, "--trainer.accelerator", "npu"))
     assert "torch_npu" in line and "not installed" in line
-    assert not list(tmp_path.glob("lightning_logs/version_*"))
+    assert not list(tmp_path.glob("lightning_logs/*/version_*"))
 
 
 @npu_structural(count=0)

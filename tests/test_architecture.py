@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, predict_args, tiny_demo_args
+from tests.conftest import REPO, predict_args, run_folder, tiny_demo_args, written
 
 PACKAGE = REPO / "lit_transfer"
 
@@ -96,7 +96,7 @@ def test_a_config_with_a_moved_class_path_says_what_to_change(tmp_path, run_cli,
 
 def test_a_checkpoint_saved_under_the_old_class_path_still_predicts(tmp_path, run_cli):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(run_folder(tmp_path, 0) / "checkpoints/last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["_class_path"] == "lit_transfer.models.ImageClassifier"
     ckpt["hyper_parameters"]["_class_path"] = "lit_transfer.tasks.ImageClassifier"  # as written before the move
     old = tmp_path / "old.ckpt"
@@ -104,5 +104,5 @@ def test_a_checkpoint_saved_under_the_old_class_path_still_predicts(tmp_path, ru
     image = next((tmp_path / "shapes" / "val" / "circle").glob("*.png"))
     cli = run_cli(*predict_args(old, image, tmp_path))
     assert type(cli.model).__module__ == "lit_transfer.models.classifier"
-    (csv_path,) = tmp_path.glob("predictions-*.csv")
+    (csv_path,) = written(tmp_path, "predictions-*.csv")
     assert [row["path"] for row in csv.DictReader(csv_path.open())] == [str(image)]

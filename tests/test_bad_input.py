@@ -12,9 +12,11 @@ import pytest
 from tests.conftest import (
     add_bad_files,
     add_decompression_bomb,
+    run_folder,
     simple_cnn_folder_args,
     tiny_demo_args,
     write_image_folder,
+    written,
 )
 
 
@@ -42,7 +44,7 @@ def test_unreadable_images_are_left_out_and_listed_at_fit_validate_and_test(tmp_
 
 def test_predict_lists_unreadable_images_and_predicts_every_other(tmp_path, run_cli, capsys):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     images = write_image_folder(tmp_path / "to_predict", per_class=1, seed=5)
     bad = bad_corpus(images)
     good = {str(p) for p in images.rglob("*") if p.is_file()} - bad
@@ -50,7 +52,7 @@ def test_predict_lists_unreadable_images_and_predicts_every_other(tmp_path, run_
     with pytest.warns(UserWarning, match="skipped 4 unreadable image files"):
         run_cli("predict", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--data.predict_root", str(images)))
     out = capsys.readouterr().out
-    (csv_path,) = tmp_path.glob("predictions-*.csv")
+    (csv_path,) = written(tmp_path, "predictions-*.csv")
     assert {row["path"] for row in csv.DictReader(csv_path.open())} == good
     listing = csv_path.with_name(csv_path.stem + "-skipped.txt")
     assert {line.split("\t")[0] for line in listing.read_text().splitlines()} == bad
@@ -60,7 +62,7 @@ def test_predict_lists_unreadable_images_and_predicts_every_other(tmp_path, run_
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "bomb"])
 def test_predict_on_a_single_unreadable_file_is_one_line(tmp_path, run_cli, capsys, kind):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     folder = tmp_path / "bad"
     folder.mkdir()
     files = {**add_bad_files(folder), "bomb": add_decompression_bomb(folder)}
@@ -70,7 +72,7 @@ def test_predict_on_a_single_unreadable_file_is_one_line(tmp_path, run_cli, caps
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and f"image {str(files[kind])!r} cannot be read" in err.splitlines()[-1]
-    assert not list(tmp_path.glob("predictions-*.csv"))
+    assert not list(written(tmp_path, "predictions-*.csv"))
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lit_transfer.data.shapes import SHAPES, generate_shapes
-from tests.conftest import REPO
+from tests.conftest import REPO, run_folders, written
 
 DEMO_DATA = REPO / "data" / "shapes"  # the demo's own data set, generated once and shared
 DEMO = ["--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(DEMO_DATA)]
@@ -49,7 +49,7 @@ def logged_scalars(version_dir: Path) -> dict[str, list[float]]:
 
 
 def one_version(root: Path) -> Path:
-    versions = sorted((root / "lightning_logs").glob("version_*"))
+    versions = run_folders(root)
     assert len(versions) == 1, versions  # every process wrote into the one run folder of rank 0
     return versions[0]
 
@@ -137,7 +137,9 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
         }
         for batch in indices
     ]
-    trainer = types.SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=folder, datamodule=None)
+    trainer = types.SimpleNamespace(
+        world_size=2, is_global_zero=rank == 0, log_dir=folder, default_root_dir=folder, datamodule=None
+    )
     PredictionCSVWriter(print_rows=0).write_on_epoch_end(trainer, None, predictions, [indices])
     torch.distributed.destroy_process_group()
 
@@ -153,7 +155,7 @@ def test_prediction_csv_collects_every_process(tmp_path):
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    files = list((tmp_path / "out").glob("predictions*.csv"))
+    files = list(written((tmp_path / "out"), "predictions*.csv"))
     assert len(files) == 1
     with open(files[0], newline="") as f:
         rows = list(csv.DictReader(f))
@@ -191,7 +193,7 @@ def test_ddp_reaches_the_single_process_accuracy(tmp_path):
         "--trainer.default_root_dir",
         str(out),
     )
-    files = list(out.glob("predictions*.csv"))
+    files = list(written(out, "predictions*.csv"))
     assert len(files) == 1
     with open(files[0], newline="") as f:
         rows = list(csv.DictReader(f))

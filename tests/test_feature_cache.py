@@ -15,7 +15,7 @@ from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
-from tests.conftest import predict_args, quiet_trainer, resnet18_feature_extractor
+from tests.conftest import predict_args, quiet_trainer, resnet18_feature_extractor, written
 from tests.test_param_groups import tiny_task_args
 
 
@@ -105,7 +105,7 @@ def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(
     assert torch.equal(state["net.model.fc.weight"], cli.model.net.model.fc.weight)
 
     run_cli(*predict_args(last, class_folder / "circle", tmp_path / "predict"))
-    rows = list(csv.DictReader(next((tmp_path / "predict").glob("predictions-*.csv")).open()))
+    rows = list(csv.DictReader(written(tmp_path / "predict", "predictions-*.csv")[0].open()))
     assert len(rows) == 10 and {r["class_name"] for r in rows} <= {"circle", "square", "triangle"}
 
 

@@ -157,9 +157,11 @@ def test_resuming_from_a_checkpoint_does_not_need_the_pretrained_weights(run_cli
         "--model.net.init_args.name",
         "mobilenet_v3_small",
     ]
-    args = tiny_task_args(split_folder, tmp_path, *small, "--model.weights", "null", "--checkpoint.save_last", "true")
+    args = tiny_task_args(
+        split_folder, tmp_path, *small, "--model.weights", "null", "--last_checkpoint.save_top_k", "1"
+    )
     first = run_cli(*args)
-    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
     assert last.is_file()
     # With weights DEFAULT and no checkpoint, the missing file is a clear error ...
     with pytest.raises(SystemExit) as exit_info:

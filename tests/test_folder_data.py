@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import threading
 import zipfile
@@ -42,6 +43,30 @@ def test_train_val_layout_with_and_without_test(split_folder):
     data = module(split_folder)
     data.setup("test")
     assert len(data.test_set) == 6 and data.test_set.root.endswith("test")
+
+
+def test_testing_without_a_test_folder_is_said_once(split_folder, caplog):
+    caplog.set_level(logging.INFO)
+    module(split_folder).setup("test")
+    module(split_folder).setup("fit")
+    said = [r.getMessage() for r in caplog.records if "testing on the validation images" in r.getMessage()]
+    assert said == [f"no test/ folder in {str(split_folder)!r}: testing on the validation images (val/)"]
+
+
+def test_validation_comes_in_one_fixed_order_that_mixes_the_classes(split_folder):
+    """Folders list their images class by class; a partial validation (limit_val_batches) must not
+    score one class alone."""
+    data = module(split_folder, eval_batch_size=4)
+    data.setup("fit")
+    labels_in_order = [label for _, label in data.val_set]
+    assert labels_in_order[:4] == [0, 0, 0, 0]  # as stored: one class first
+    batches = [batch[1].tolist() for batch in data.val_dataloader()]
+    assert len(set(batches[0])) > 1
+    assert sorted(sum(batches, [])) == sorted(labels_in_order)  # every image once
+    again = module(split_folder, eval_batch_size=4)
+    again.setup("fit")
+    assert [batch[1].tolist() for batch in again.val_dataloader()] == batches  # the same order every time
+    assert [batch[1].tolist() for batch in data.test_dataloader()] == batches
 
 
 def test_one_folder_of_classes_is_split_stratified_and_seeded(class_folder):

@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, predict_args, run_dir_args, tiny_demo_args
-
-
-def _version_dirs(root: Path) -> list[Path]:
-    return sorted((root / "lightning_logs").glob("version_*"))
+from tests.conftest import REPO, predict_args, run_dir_args, run_folders, tiny_demo_args, written
 
 
 def _scalars(log_dir: Path) -> dict[str, list[float]]:
@@ -29,7 +25,7 @@ def _scalars(log_dir: Path) -> dict[str, list[float]]:
 
 def test_fit_writes_checkpoints_tensorboard_and_class_names(tmp_path, run_cli):
     cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
-    (version,) = _version_dirs(tmp_path)
+    (version,) = run_folders(tmp_path)
     ckpts = {p.name for p in (version / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts
     assert any(name.startswith("best-") for name in ckpts), ckpts
@@ -47,13 +43,13 @@ def test_fit_writes_checkpoints_tensorboard_and_class_names(tmp_path, run_cli):
 def test_every_run_writes_a_new_version_folder(tmp_path, run_cli):
     for _ in range(2):
         run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"))
-    assert [p.name for p in _version_dirs(tmp_path)] == ["version_0", "version_1"]
+    assert [p.name for p in run_folders(tmp_path)] == ["version_0", "version_1"]
 
 
 def test_resume_continues_and_validate_reproduces_val_acc(tmp_path, run_cli):
     first = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
     steps_per_epoch = first.trainer.num_training_batches
-    last = _version_dirs(tmp_path)[0] / "checkpoints" / "last.ckpt"
+    last = run_folders(tmp_path)[0] / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_per_epoch
 
     resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", str(last)))
@@ -64,8 +60,8 @@ def test_resume_continues_and_validate_reproduces_val_acc(tmp_path, run_cli):
     again = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last"))
     assert again.trainer.global_step == 4 * steps_per_epoch
 
-    best = next((_version_dirs(tmp_path)[0] / "checkpoints").glob("best-*.ckpt"))
-    saved = torch.load(best, weights_only=True)
+    best = next((run_folders(tmp_path)[0] / "checkpoints").glob("best-*.ckpt"))
+    saved = torch.load(last, weights_only=True)  # the whole training state; "best" keeps the weights only
     score = next(v for k, v in saved["callbacks"].items() if k.startswith("ModelCheckpoint"))["best_model_score"]
     validated = run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(best)))
     assert validated.trainer.callback_metrics["val/acc"].item() == pytest.approx(float(score), abs=1e-6)
@@ -73,7 +69,7 @@ def test_resume_continues_and_validate_reproduces_val_acc(tmp_path, run_cli):
 
 def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, capsys):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = _version_dirs(tmp_path)[0] / "checkpoints" / "last.ckpt"
+    ckpt = run_folders(tmp_path)[0] / "checkpoints" / "last.ckpt"
     images = sorted((tmp_path / "shapes" / "val" / "square").glob("*.png"))[:3]
     folder = tmp_path / "to_predict"
     folder.mkdir()
@@ -83,7 +79,7 @@ def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, 
     # from the checkpoint.
     cli = run_cli(*predict_args(ckpt, folder, tmp_path))
     out = capsys.readouterr().out
-    (csv_path,) = tmp_path.glob("predictions-*.csv")
+    (csv_path,) = written(tmp_path, "predictions-*.csv")
     assert str(csv_path) in out
     rows = list(csv.DictReader(csv_path.open()))
     assert [Path(r["path"]).name for r in rows] == [p.name for p in images]
@@ -92,7 +88,7 @@ def test_predict_writes_csv_with_class_names_from_checkpoint(tmp_path, run_cli, 
     assert cli.model.class_names == ["circle", "square", "triangle"]
     # A second call writes a second file, it does not overwrite the first.
     run_cli("predict", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--data.predict_root", str(images[0])))
-    assert len(list(tmp_path.glob("predictions-*.csv"))) == 2
+    assert len(list(written(tmp_path, "predictions-*.csv"))) == 2
 
 
 @pytest.mark.parametrize(
@@ -175,8 +171,8 @@ NOISE = (
 def test_a_normal_run_prints_no_third_party_noise(tmp_path):
     """fit then predict as a user runs them (warnings on, as Python's default): none of the noise lines."""
     env = {**os.environ, "PYTHONWARNINGS": "default"}
-    fit = tiny_demo_args(tmp_path, "--trainer.max_epochs", "1")
-    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    fit = tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_model_summary", "true")
+    ckpt = tmp_path / "lightning_logs" / "demo" / "version_0" / "checkpoints" / "last.ckpt"  # written by the fit
     images = tmp_path / "shapes" / "val" / "circle"
     outputs = []
     for args in (["fit", *fit], ["validate", *fit, "--ckpt_path", str(ckpt)], predict_args(ckpt, images, tmp_path)):
@@ -186,5 +182,22 @@ def test_a_normal_run_prints_no_third_party_noise(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done.stdout + done.stderr)
     assert "wrote 8 predictions" in outputs[-1]  # the 8 validation circles of tiny_demo_args
+    (flops,) = [line.split()[:2] for line in outputs[0].splitlines() if line.endswith("Total Flops")]
+    assert float(flops[0]) > 0 and flops[1] == "M"  # the summary counts the net's FLOPs on a real image
     for output in outputs:
         assert not [line for line in output.splitlines() if any(noise in line for noise in NOISE)]
+
+
+def test_the_top_level_help_lists_lightnings_subcommands_without_importing_torch():
+    code = (
+        "import sys; from lit_transfer.cli import main; main(['--help']); "
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'imported torch'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from lit_transfer.cli import LitTransferCLI
+    from lit_transfer.cli.overview import SUBCOMMANDS
+
+    assert list(SUBCOMMANDS) == list(LitTransferCLI.subcommands())
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in done.stdout

@@ -22,6 +22,7 @@ from tests.conftest import (
     image_folder_args,
     predict_args,
     quiet_run_args,
+    written,
 )
 
 KAGGLE = SHARED_DATA / "dogs_vs_cats_kaggle_subset"
@@ -136,7 +137,7 @@ def test_the_task_on_the_kaggle_subset_fits_and_predicts_every_test_image(run_cl
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     out = tmp_path / "predict"
     run_cli(*predict_args(last, KAGGLE / "test1", out, "--data.num_workers", "2"))
-    rows = list(csv.DictReader(next(out.glob("predictions-*.csv")).open()))
+    rows = list(csv.DictReader(written(out, "predictions-*.csv")[0].open()))
     assert len(rows) == len(list((KAGGLE / "test1").glob("*.jpg"))) == 1001
     assert {r["class_name"] for r in rows} <= {"cat", "dog"}
     assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows)

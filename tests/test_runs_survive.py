@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_transfer.cli.checkpoints import find_last_checkpoint
 from lit_transfer.files import is_complete
-from tests.conftest import REPO, tiny_demo_args
+from tests.conftest import REPO, last_checkpoint, run_folder, run_folders, tiny_demo_args
 
 EXACT = ("--trainer.max_epochs", "3", "--trainer.deterministic", "true")
 
 
 def _final_state(root: Path) -> dict[str, torch.Tensor]:
-    (last,) = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)[-1:]
-    return torch.load(last, weights_only=True)["state_dict"]
+    return torch.load(last_checkpoint(root), weights_only=True)["state_dict"]
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -52,11 +50,11 @@ def test_sigkill_then_resume_last_equals_uninterrupted_run(tmp_path, run_cli):
     _wait_for(marker, proc)  # epoch 0 is done and checkpointed; epoch 1 has not started
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch.load(find_last_checkpoint(str(killed)), weights_only=True)["epoch"] == 0
+    assert torch.load(last_checkpoint(killed), weights_only=True)["epoch"] == 0
 
     resumed = run_cli("fit", *tiny_demo_args(killed, *EXACT, "--ckpt_path", "last"))
     assert resumed.trainer.current_epoch == 3
-    assert [p.name for p in (killed / "lightning_logs").iterdir()] == ["version_0"]  # resumed in the run's folder
+    assert [p.name for p in run_folders(killed)] == ["version_0"]  # resumed in the run's folder
     run_cli("fit", *tiny_demo_args(straight, *EXACT))
 
     a, b = _final_state(killed), _final_state(straight)
@@ -98,7 +96,7 @@ def test_checkpoint_write_killed_half_way_leaves_only_complete_checkpoints(tmp_p
         text=True,
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
-    folder = next(tmp_path.glob("lightning_logs/version_0/checkpoints"))
+    folder = run_folder(tmp_path, 0) / "checkpoints"
     ckpts = list(folder.glob("*.ckpt"))
     assert ckpts and all(is_complete(p) for p in ckpts)  # the half-written file never got a real name
     for path in ckpts:
@@ -108,7 +106,7 @@ def test_checkpoint_write_killed_half_way_leaves_only_complete_checkpoints(tmp_p
     truncated = folder / "last-v9.ckpt"
     data = (folder / "last.ckpt").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    assert find_last_checkpoint(str(tmp_path)) == folder / "last.ckpt"
+    assert last_checkpoint(tmp_path) == folder / "last.ckpt"
 
     resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     assert resumed.trainer.current_epoch == 2
@@ -116,7 +114,7 @@ def test_checkpoint_write_killed_half_way_leaves_only_complete_checkpoints(tmp_p
 
 def test_last_checkpoint_every_epoch_and_every_n_steps(tmp_path, run_cli):
     cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "3"))
-    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    last = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     # Lightning 2.6's own save_last would have stopped at the last improvement of val/acc.
     assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step
 
@@ -124,7 +122,7 @@ def test_last_checkpoint_every_epoch_and_every_n_steps(tmp_path, run_cli):
         "fit",
         *tiny_demo_args(tmp_path / "steps", "--trainer.max_epochs", "1", "--step_checkpoint.every_n_train_steps", "2"),
     )
-    names = [p.name for p in (tmp_path / "steps").glob("lightning_logs/version_0/checkpoints/step*.ckpt")]
+    names = [p.name for p in (run_folder(tmp_path / "steps", 0) / "checkpoints").glob("step*.ckpt")]
     assert names == [f"step{(cli.trainer.global_step // 2) * 2:08d}.ckpt"]  # the newest one is kept
 
 
@@ -132,7 +130,7 @@ def test_tensorboard_has_scalars_hparams_confusion_matrix_and_prediction_grid(tm
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2"))
-    acc = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(run_folder(tmp_path, 0)), size_guidance={"images": 0})
     acc.Reload()
     tags = acc.Tags()
     assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(tags["scalars"])
@@ -141,7 +139,7 @@ def test_tensorboard_has_scalars_hparams_confusion_matrix_and_prediction_grid(tm
     assert len(acc.Images("val/confusion_matrix")) == 2  # one per validation epoch
     assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
 
-    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints" / "last.ckpt"
     tested = run_cli("test", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt)))
     for name in ("circle", "square", "triangle"):
         assert f"test/acc_{name}" in tested.trainer.callback_metrics
@@ -177,7 +175,7 @@ def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path, run_cl
 
 def test_checkpoint_of_another_network_is_a_clear_error(tmp_path, run_cli, capsys):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(run_folder(tmp_path, 0) / "checkpoints/last.ckpt", weights_only=True)
     for key in ("hyper_parameters", "datamodule_hyper_parameters"):  # as if saved by another script
         ckpt.pop(key)
     foreign = tmp_path / "foreign.ckpt"
@@ -194,7 +192,7 @@ def test_checkpoint_of_another_network_is_a_clear_error(tmp_path, run_cli, capsy
 
 def test_checkpoint_with_other_classes_names_both_sides(tmp_path, run_cli, capsys, class_folder):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     (class_folder / "hexagon").mkdir()
     (class_folder / "hexagon" / "h.png").write_bytes((next(class_folder.glob("circle/*.png"))).read_bytes())
     with pytest.raises(SystemExit) as exc:
@@ -216,7 +214,7 @@ def test_init_from_takes_the_backbone_of_a_run_with_other_classes(tmp_path, run_
     from tests.conftest import write_image_folder
 
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))  # 3 classes
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     source = {k.removeprefix("net."): v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()}
 
     two = write_image_folder(tmp_path / "two", per_class=6, classes=SHAPES[:2])
@@ -245,7 +243,7 @@ def test_init_from_takes_the_backbone_of_a_run_with_other_classes(tmp_path, run_
 
 def test_flags_and_config_win_over_the_checkpoint_settings(tmp_path, run_cli):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["label_smoothing"] == 0.0
     cli = run_cli(
         "validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--model.init_args.label_smoothing", "0.3")
@@ -262,7 +260,7 @@ def test_flags_and_config_win_over_the_checkpoint_settings(tmp_path, run_cli):
 )
 def test_settings_that_contradict_the_checkpoint_network_are_one_line(tmp_path, run_cli, capsys, contradiction):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    ckpt = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    ckpt = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         run_cli("validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), *contradiction))
@@ -287,7 +285,7 @@ def _damage_tensor_bytes(path: Path) -> None:
 
 def test_a_damaged_or_non_finite_checkpoint_is_refused_in_one_line(tmp_path, run_cli, capsys):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    last = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(last.read_bytes())
     _damage_tensor_bytes(damaged)
@@ -307,9 +305,9 @@ def test_a_damaged_or_non_finite_checkpoint_is_refused_in_one_line(tmp_path, run
 
 
 def test_last_passes_over_a_damaged_checkpoint_and_says_which_it_uses(tmp_path, run_cli, capsys):
-    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    folder = tmp_path / "lightning_logs/version_0/checkpoints"
-    (best,) = folder.glob("best-*.ckpt")
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--step_checkpoint.every_n_train_steps", "1"))
+    folder = run_folder(tmp_path, 0) / "checkpoints"
+    (step,) = folder.glob("step*.ckpt")  # the whole training state, as last.ckpt ("best" holds the weights only)
     good_history = {p.name: p.read_bytes() for p in folder.glob("*.ckpt")}
     time.sleep(0.01)
     _damage_tensor_bytes(folder / "last.ckpt")
@@ -317,9 +315,9 @@ def test_last_passes_over_a_damaged_checkpoint_and_says_which_it_uses(tmp_path, 
     capsys.readouterr()
     resumed = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     out = capsys.readouterr().out
-    assert f"passing over {folder / 'last.ckpt'}" in out and f"using {best}" in out
+    assert f"passing over {folder / 'last.ckpt'}" in out and f"using {step}" in out
     assert resumed.trainer.current_epoch == 2
-    assert best.read_bytes() == good_history[best.name]  # the good history was not written over
+    assert step.read_bytes() == good_history[step.name]  # the good history was not written over
 
 
 def test_a_full_disk_while_saving_is_one_line_and_the_earlier_checkpoints_stay(tmp_path, run_cli, capsys, monkeypatch):
@@ -338,7 +336,7 @@ def test_a_full_disk_while_saving_is_one_line_and_the_earlier_checkpoints_stay(t
     monkeypatch.undo()
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    folder = run_folder(tmp_path, 0) / "checkpoints"
     assert err.startswith("lit_transfer: error: cannot write checkpoint") and "disk full" in err
     assert f"the last intact checkpoint is {folder}" in err
     assert sorted(p.name for p in folder.iterdir())[-1] == "last.ckpt"  # no temporary file left
@@ -370,7 +368,7 @@ def test_npu_random_states_are_saved_and_restored(monkeypatch):
 @pytest.mark.parametrize("flag", ["--model.init_args.init_from", "--model.init_args.weights"])
 def test_a_damaged_or_non_finite_weights_file_is_refused(tmp_path, run_cli, capsys, flag):
     run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
-    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    last = run_folder(tmp_path, 0) / "checkpoints/last.ckpt"
     damaged = tmp_path / "damaged.pth"
     damaged.write_bytes(last.read_bytes())
     _damage_tensor_bytes(damaged)
@@ -396,4 +394,4 @@ def test_resuming_with_fewer_epochs_than_done_is_one_line(tmp_path, run_cli, cap
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "max_epochs=1" in err.strip().splitlines()[-1]
-    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+    assert [p.name for p in run_folders(tmp_path)] == ["version_0"]

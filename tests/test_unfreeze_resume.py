@@ -4,6 +4,8 @@ schedulers take the groups added later, and a run resumed after an unfreeze equa
 from __future__ import annotations
 
 import json
+import logging
+import re
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,13 +15,12 @@ import torch
 from lightning.pytorch import Callback
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lit_transfer.cli.checkpoints import find_last_checkpoint
 from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.finetune.freezing import GradualUnfreezing
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import TorchvisionNet
-from tests.conftest import catsdogs_resnet18_args, quiet_trainer, resnet18_feature_extractor
+from tests.conftest import catsdogs_resnet18_args, last_checkpoint, quiet_trainer, resnet18_feature_extractor
 from tests.test_param_groups import RECIPE
 
 
@@ -131,7 +132,7 @@ def gradual_args(data_root: Path, root: Path, *extra: str) -> list[str]:
 
 
 def final_state(root: Path) -> dict:
-    ckpt = torch.load(find_last_checkpoint(str(root)), weights_only=True)
+    ckpt = torch.load(last_checkpoint(root), weights_only=True)
     groups = [
         (g["name"], g["lr"], g["momentum"], g["initial_lr"], g["max_lr"], len(g["params"]))
         for g in ckpt["optimizer_states"][0]["param_groups"]
@@ -139,19 +140,25 @@ def final_state(root: Path) -> dict:
     return {"epoch": ckpt["epoch"], "groups": groups, "weights": ckpt["state_dict"]}
 
 
-def test_a_run_resumed_after_an_unfreeze_equals_one_never_stopped(run_cli, class_folder, tmp_path):
+def test_a_run_resumed_after_an_unfreeze_equals_one_never_stopped(run_cli, class_folder, tmp_path, caplog):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_cli(*gradual_args(class_folder, straight))
 
     stop = json.dumps({"class_path": "tests.helpers.StopAfterEpoch", "init_args": {"epoch": 1}})
     first = run_cli(*gradual_args(class_folder, resumed, "--trainer.callbacks+", stop))
     assert first.trainer.current_epoch == 2  # epochs 0 and 1 done: layer4 unfrozen, layer3 not yet
-    ckpt = torch.load(find_last_checkpoint(str(resumed)), weights_only=True)
+    ckpt = torch.load(last_checkpoint(resumed), weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["callbacks"]["GradualUnfreezing"]["unfrozen"] == ["model.layer4"]
     assert [g["name"] for g in ckpt["optimizer_states"][0]["param_groups"]] == ["head", "layer4"]
 
+    caplog.set_level(logging.INFO)
+    caplog.clear()
     cli = run_cli(*gradual_args(class_folder, resumed, "--ckpt_path", "last"))
     assert cli.trainer.current_epoch == 3  # epoch 2 (unfreezing layer3) ran after the resume
+    # The groups are said as the resumed run has them: layer4 is back in the optimizer.
+    (said,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optimizer parameter groups")]
+    assert re.search(r"\n  layer4: \d+ tensors", said) and "no trainable parameters now): early" in said
+    assert "layer4" not in said.split("not in the optimizer")[1]
     assert all(p.requires_grad for p in cli.model.net.model.layer4.parameters())  # trainable again after the resume
 
     a, b = final_state(straight), final_state(resumed)

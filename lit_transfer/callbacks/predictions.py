@@ -33,8 +33,8 @@ def _gather_rows(rows: list[tuple], batch_indices: Any, world_size: int) -> list
 
 
 class PredictionCSVWriter(BasePredictionWriter):
-    """Writes ``path,class_name,probability`` for every predicted image to a new CSV file in
-    ``default_root_dir`` and prints a table of the rows and the file's path. Unreadable images the
+    """Writes ``path,class_name,probability`` for every predicted image to a new CSV file in the
+    run's log folder (``default_root_dir`` without a logger) and prints a table of the rows and the file's path. Unreadable images the
     data module left out are listed next to it (``<csv name>-skipped.txt``)."""
 
     def __init__(self, print_rows: int = 50) -> None:
@@ -51,9 +51,10 @@ class PredictionCSVWriter(BasePredictionWriter):
         ]
         if trainer.world_size > 1:
             rows = _gather_rows(rows, batch_indices, trainer.world_size)
+        # Trainer.log_dir is a collective call (a broadcast from rank 0): every process asks.
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
             return
-        folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         self.last_path = new_file(folder, "predictions", ".csv")
         with open(self.last_path, "w", newline="") as f:

@@ -26,21 +26,19 @@ from lit_transfer.callbacks import (
     RunLogger,
     ValidationReport,
 )
-from lit_transfer.cli.checkpoints import (
-    CKPT_FLAG,
-    ROOT_FLAG,
-    Checkpoint,
-    arg_value,
-    resolve,
-    run_to_continue,
-    with_checkpoint,
-)
+from lit_transfer.cli.checkpoints import CKPT_FLAG, Checkpoint, arg_value, read_checkpoint, with_checkpoint
 from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, trainer_settings_error, user_errors_exit
 from lit_transfer.cli.quiet import quiet_third_party
+from lit_transfer.cli.runs import LOGS, RunFolder, last_of_run, run_name, run_to_continue
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.files import new_file, remove_stale_temp_files
 from lit_transfer.models import ImageClassifier
+
+NO_MODEL_TO_PREDICT = (
+    "predict needs a trained model: give --ckpt_path <checkpoint file> (a run's best-*.ckpt or last.ckpt), "
+    "or --config <task config> with --ckpt_path last"
+)
 
 
 class LitTransferCLI(LightningCLI):
@@ -64,6 +62,13 @@ class LitTransferCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="Folder of this task's runs under lightning_logs/ (default: the first --config file's name, "
+            "else <data>-<net>); --ckpt_path last looks only among runs of this name",
+        )
         # The data module knows its classes; the model gets them instead of the user typing them twice.
         parser.link_arguments(
             "data", "model.init_args.class_names", compute_fn=self._class_names, apply_on="instantiate"
@@ -78,6 +83,9 @@ class LitTransferCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best-epoch{epoch:02d}-val_acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # "best" is for evaluating and predicting: weights, settings and class names, no
+                # optimizer state (half the size or less); last.ckpt keeps the whole training state.
+                "checkpoint.save_weights_only": True,
             }
         )
         # Lightning 2.6 writes `save_last` only when a top-k checkpoint is written too, i.e. only
@@ -125,19 +133,36 @@ class LitTransferCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """As LightningCLI's, minus its warning about args given while sys.argv has some, plus the
-        settings saved in ``--ckpt_path`` as defaults (``cli.checkpoints``)."""
+        settings saved in ``--ckpt_path`` as defaults (``cli.checkpoints``); ``last`` is looked for
+        among the runs of the task the other arguments name (``cli.runs``)."""
         args = list(sys.argv[1:] if args is None else args)
-        self.config = parser.parse_args(self._with_checkpoint(args, arg_value(args, ROOT_FLAG)))
-        subcommand = self.config.get("subcommand")
-        if subcommand and self.checkpoint is None and self.config[subcommand].get("ckpt_path") == "last":
-            # `last` is looked for under default_root_dir, which a --config file may have set.
-            root = self.config[subcommand].trainer.default_root_dir
-            if root != arg_value(args, ROOT_FLAG):
-                self.config = parser.parse_args(self._with_checkpoint(args, root))
-
-    def _with_checkpoint(self, args: list[str], default_root_dir: str | None) -> list[str]:
-        self.checkpoint = resolve(arg_value(args, CKPT_FLAG), default_root_dir) if args else None
-        return args if self.checkpoint is None else with_checkpoint(args, self.checkpoint)
+        named = arg_value(args, CKPT_FLAG)
+        asks_help = bool({"-h", "--help"} & set(args))
+        if args[:1] == ["predict"] and named is None and arg_value(args, "--config") is None and not asks_help:
+            raise UserError(NO_MODEL_TO_PREDICT)
+        if named is not None and named != "last":
+            self.checkpoint = read_checkpoint(named)
+        else:
+            self.config = parser.parse_args(args)
+            subcommand = self.config.get("subcommand")
+            settings = self.config[subcommand] if subcommand else self.config
+            if settings.get("ckpt_path") is None:
+                if subcommand == "predict" and settings.model.init_args.get("init_from") is None:
+                    raise UserError(NO_MODEL_TO_PREDICT)
+                return
+            if settings.ckpt_path == "last":
+                root = settings.trainer.default_root_dir
+                self.checkpoint = last_of_run(root, run_name(settings), settings.model)
+            else:
+                self.checkpoint = read_checkpoint(settings.ckpt_path)
+        if args[0] == "fit" and not self.checkpoint.full_state:
+            path = self.checkpoint.path
+            raise UserError(
+                f"checkpoint {str(path)!r} holds only the weights (as every best-*.ckpt does), not the training "
+                f"state to resume: resume from the run's last.ckpt, or start a new run from these weights with "
+                f"--model.init_from {path}"
+            )
+        self.config = parser.parse_args(with_checkpoint(args, self.checkpoint))
 
     def _parse_ckpt_path(self) -> None:
         """Nothing to do: ``parse_arguments`` applied the checkpoint's settings once, as defaults.
@@ -174,21 +199,31 @@ class LitTransferCLI(LightningCLI):
             return
         epoch = re.search(r"epoch(\d+)", Path(best.best_model_path).name)  # our filename: best-epochNN-...
         at = f" at epoch {int(epoch[1])}" if epoch else ""
-        logs = f"; view it with: tensorboard --logdir {trainer.logger.root_dir}" if trainer.logger else ""
+        logs = f"; view it with: tensorboard --logdir {trainer.logger.save_dir}" if trainer.logger else ""
         print(f"best {best.monitor} {float(best.best_model_score):.4f}{at}: {best.best_model_path}{logs}")
 
     def _run_logger(self, default_root_dir: str) -> RunLogger:
-        """A new run folder under ``default_root_dir``; a fit resumed from a run's newest checkpoint goes
-        on in that run's folder (one curve in TensorBoard, "best" kept across the resume)."""
-        run = run_to_continue(self.checkpoint) if self.checkpoint and self.subcommand == "fit" else None
+        """The folder of this run (``cli.runs``): a fit gets a new ``version_<n>`` in its task's folder,
+        or, resumed from a run's newest checkpoint, goes on in that run's folder (one curve in
+        TensorBoard, "best" kept across the resume); the other commands write into the run folder of
+        the checkpoint they evaluate (unless ``--trainer.default_root_dir`` names another folder)."""
+        settings = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        name = run_name(settings)
+        if self.subcommand != "fit":
+            run = RunFolder.holding(self.checkpoint.path) if self.checkpoint else None
+            given = settings.trainer.default_root_dir  # another root than the run's: the user wants it there
+            if run is None or (given is not None and Path(given).resolve() != run.logs.parent.resolve()):
+                return RunLogger(Path(default_root_dir) / LOGS, name, command=str(self.subcommand))
+            return RunLogger(run.path, "", command=str(self.subcommand))
+        run = run_to_continue(self.checkpoint) if self.checkpoint else None
         if run is None:
-            return RunLogger(default_root_dir, version=SLURMEnvironment.job_id())
+            return RunLogger(Path(default_root_dir) / LOGS, name, version=SLURMEnvironment.job_id())
         for stale in remove_stale_temp_files(run.path / "checkpoints"):
             print(f"removed {stale}, left by an interrupted checkpoint write")
         # The run's config.yaml stays as it was; this resume's settings are saved next to it.
         self.save_config_kwargs["config_filename"] = new_file(run.path, "config-resumed", ".yaml").name
         print(f"resuming in {run.path}")
-        return RunLogger(str(run.save_dir), version=run.version)
+        return RunLogger(run.logs, run.name, version=run.version)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Overridden because no public LightningCLI hook wraps the subcommand's call, where a

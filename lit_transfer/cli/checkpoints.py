@@ -16,25 +16,9 @@ from typing import Any
 
 from lit_transfer.cli.errors import renamed_class_path
 from lit_transfer.errors import UserError, some
-from lit_transfer.files import newest_complete, non_finite, safe_load
+from lit_transfer.files import non_finite, safe_load
 
 CKPT_FLAG = "--ckpt_path"
-ROOT_FLAG = "--trainer.default_root_dir"
-
-
-def newest_first(default_root_dir: str | None) -> list[Path]:
-    """The complete checkpoints of every earlier version folder, the newest first.
-
-    Each run writes a new version folder, so Lightning's own ``ckpt_path="last"`` would look only
-    in the new, empty one.
-    """
-    logs = Path(default_root_dir or ".") / "lightning_logs"
-    return newest_complete(logs.glob("version_*/checkpoints/*.ckpt"))
-
-
-def find_last_checkpoint(default_root_dir: str | None) -> Path | None:
-    """The newest complete checkpoint (``last.ckpt``, or a step checkpoint written after it)."""
-    return next(iter(newest_first(default_root_dir)), None)
 
 
 @dataclass
@@ -44,6 +28,7 @@ class Checkpoint:
     path: Path
     model_settings: dict[str, Any]
     data_settings: dict[str, Any]
+    full_state: bool  # the whole training state (optimizer included), as "last" keeps; "best" keeps weights
 
     @classmethod
     def read(cls, path: Path) -> Checkpoint:
@@ -60,7 +45,12 @@ class Checkpoint:
                 f"checkpoint {str(path)!r} holds NaN or infinite weights ({len(bad)} tensors: "
                 f"{some(bad, limit=3)}): use an earlier checkpoint"
             )
-        return cls(path, dict(ckpt.get("hyper_parameters") or {}), dict(ckpt.get("datamodule_hyper_parameters") or {}))
+        return cls(
+            path,
+            dict(ckpt.get("hyper_parameters") or {}),
+            dict(ckpt.get("datamodule_hyper_parameters") or {}),
+            full_state="optimizer_states" in ckpt,
+        )
 
     @property
     def class_names(self) -> list[str] | None:
@@ -88,31 +78,20 @@ def arg_value(args: list[str], name: str) -> str | None:
     return value
 
 
-def resolve(ckpt_path: str | None, default_root_dir: str | None) -> Checkpoint | None:
-    """The checkpoint ``--ckpt_path`` names, read and checked: ``last`` is the newest sound checkpoint
-    under ``default_root_dir`` (None when there is none yet; damaged ones are passed over, each said);
-    any other value is a path that must exist."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        for path in newest_first(default_root_dir):
-            try:
-                checkpoint = Checkpoint.read(path)
-            except UserError as err:
-                print(f"--ckpt_path last: passing over {path}: {err}")
-                continue
-            print(f"--ckpt_path last: using {path}")
-            return checkpoint
-        return None
-    if not Path(ckpt_path).expanduser().exists():
+def read_checkpoint(ckpt_path: str) -> Checkpoint:
+    """The checkpoint file ``--ckpt_path`` names (``last`` is resolved in ``cli.runs``), read and checked."""
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
         raise UserError(f"checkpoint {ckpt_path!r} does not exist: check --ckpt_path")
-    return Checkpoint.read(Path(ckpt_path).expanduser())
+    return Checkpoint.read(path)
 
 
 def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
     """``args`` (subcommand first) with ``--ckpt_path`` naming the file and the checkpoint's settings
     in front of the user's, as defaults."""
     path = str(checkpoint.path)
+    if arg_value(args, CKPT_FLAG) is None:  # named in a config file: the flag overrides it
+        args = [*args, CKPT_FLAG, path]
     replaced = []
     for i, arg in enumerate(args):
         if i > 0 and args[i - 1] == CKPT_FLAG:
@@ -121,32 +100,3 @@ def with_checkpoint(args: list[str], checkpoint: Checkpoint) -> list[str]:
             arg = f"{CKPT_FLAG}={path}"
         replaced.append(arg)
     return [replaced[0], *checkpoint.as_arguments(), *replaced[1:]]
-
-
-@dataclass
-class RunFolder:
-    """``<save_dir>/lightning_logs/version_<version>``: the folder of one run."""
-
-    save_dir: Path
-    version: int
-
-    @property
-    def path(self) -> Path:
-        return self.save_dir / "lightning_logs" / f"version_{self.version}"
-
-
-def run_to_continue(checkpoint: Checkpoint) -> RunFolder | None:
-    """The run a fit from ``checkpoint`` continues in: the run folder the checkpoint lies in, when it
-    is that run's newest checkpoint. None for a checkpoint outside a run folder, and for an older one:
-    going on from there is a branch, which gets its own folder so the run's newer checkpoints stay."""
-    path = checkpoint.path.resolve()
-    version_folder = path.parent.parent
-    if path.parent.name != "checkpoints" or version_folder.parent.name != "lightning_logs":
-        return None
-    number = version_folder.name.removeprefix("version_")
-    if not number.isdigit():
-        return None
-    if newest_complete(path.parent.glob("*.ckpt"))[0].resolve() != path:
-        print(f"{path.name} is not the newest checkpoint of {version_folder}: this run gets a folder of its own")
-        return None
-    return RunFolder(version_folder.parent.parent, int(number))

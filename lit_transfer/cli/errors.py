@@ -10,17 +10,11 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser
 
+from lit_transfer.cli.overview import program_name
 from lit_transfer.errors import UserError, first_line
-
-
-def program_name() -> str:
-    """How the user called us: the ``lit-transfer`` console script or ``python -m lit_transfer``."""
-    return "lit-transfer" if Path(sys.argv[0]).name == "lit-transfer" else "python -m lit_transfer"
-
 
 # Class paths that moved, for configs and checkpoints written before the move: old prefix -> new.
 RENAMED_CLASS_PATHS = {"lit_transfer.tasks.": "lit_transfer.models."}

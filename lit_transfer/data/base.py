@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_transfer.data.images import ImageFiles, list_images
 from lit_transfer.data.presets import Augment, Normalize
-from lit_transfer.data.sampling import EpochShuffleSampler
+from lit_transfer.data.sampling import EpochShuffleSampler, MixedOrderSampler
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError, require, some
 
@@ -39,8 +39,9 @@ class ClassificationDataModule(LightningDataModule):
       training images are the same every epoch;
     - ``normalize`` (with ``mean``/``std``): what turns a batch of uint8 images, once on the model's
       device, into the net's input;
-    - ``make_loader(dataset, train)``: a DataLoader over any dataset with this module's batch sizes,
-      workers and (for training) its seeded per-epoch shuffle;
+    - ``make_loader(dataset, train, mixed)``: a DataLoader over any dataset with this module's batch
+      sizes and workers, in order, or in the seeded per-epoch shuffle of training (``train``), or in the
+      fixed mixed order of validation and test (``mixed``);
     - ``skipped``: ``(path, reason)`` of every unreadable image file left out, at fit or at predict.
 
     Subclasses give ``class_names``, ``eval_transform`` and ``setup`` (which sets the splits).
@@ -103,19 +104,25 @@ class ClassificationDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # The loaders give uint8 images (presets.Normalize says why): here they become the net's input.
+        if isinstance(batch, torch.Tensor):  # images alone: the model summary's example input
+            return self.normalize(batch)
         images, *rest = batch
         return [self.normalize(images), *rest]
 
-    def make_loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
+    def make_loader(self, dataset: Dataset, train: bool = False, mixed: bool = False) -> DataLoader:
         """A DataLoader over ``dataset``: with ``train``, the training batch size and a shuffle that
-        depends only on the run's seed and the epoch; otherwise the evaluation batch size, in order."""
-        # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded).
-        sampler = EpochShuffleSampler(len(dataset), torch.initial_seed()) if train else None
+        depends only on the run's seed and the epoch; otherwise the evaluation batch size, in the
+        dataset's order or, with ``mixed``, in one fixed order that mixes the classes."""
+        sampler: Sampler | None = None
+        if train:  # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded)
+            sampler = EpochShuffleSampler(len(dataset), torch.initial_seed())
+        elif mixed:
+            sampler = MixedOrderSampler(len(dataset))
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            generator=sampler.loader_generator if sampler else None,
+            generator=sampler.loader_generator if isinstance(sampler, EpochShuffleSampler) else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self._pin_memory(),
@@ -131,10 +138,10 @@ class ClassificationDataModule(LightningDataModule):
         return self.make_loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.make_loader(self.val_set)
+        return self.make_loader(self.val_set, mixed=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self.make_loader(self.test_set)
+        return self.make_loader(self.test_set, mixed=True)
 
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_root:

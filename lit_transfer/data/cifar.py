@@ -63,6 +63,28 @@ class CIFARDataModule(ClassificationDataModule):
 
     ``val_size`` training images (a split fixed by ``split_seed``) validate the model; with
     ``val_size: 0`` the test set validates, as the tutorial does. ``test`` always uses the test set.
+
+    Args:
+        root: folder that holds ``cifar-10-batches-py/`` (or ``cifar-100-python/``), and where
+            ``download`` puts it.
+        dataset: ``cifar10`` (10 classes) or ``cifar100`` (100 classes).
+        download: when the data set is missing under ``root``, download torchvision's archive
+            (checked against its MD5 checksum) and extract it there.
+        val_size: number of training images held out for validation; 0: validate on the test set.
+        split_seed: seed of the train/val split; the same seed gives the same split.
+        batch_size: training images per batch (per device).
+        eval_batch_size: images per batch for validation, test and predict; null: ``batch_size``.
+        num_workers: DataLoader worker processes; 0 loads in the main process. Lowered to the
+            number of CPUs this process may use.
+        mean: per-channel (R, G, B) mean of the 0..1 pixel values, subtracted from every batch;
+            default the CIFAR-10 tutorial's.
+        std: per-channel (R, G, B) standard deviation the batches are divided by; default the
+            CIFAR-10 tutorial's.
+        augment: training augmentation of the 32x32 images: ``crop_flip`` (random crop with 4 px
+            padding + flip, the tutorial's), ``imagenet`` (random resized crop + flip), ``flip``
+            (flip only) or ``none`` (no augmentation, which the model's ``feature_cache`` needs).
+        predict_root: image file or folder of images (searched recursively) to predict, resized and
+            center-cropped to 32x32; the class names then come from the checkpoint.
     """
 
     def __init__(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Subset
 from torchvision.datasets import DatasetFolder, ImageFolder
 
@@ -161,6 +162,43 @@ class ImageFolderDataModule(ClassificationDataModule):
     run's log folder. With ``download``, a missing ``root`` is downloaded (``archive_url`` with its
     ``archive_sha256`` or ``archive_md5``, or ``archive_unverified: true`` to skip the check; or the
     known archive of root's folder name, e.g. ``hymenoptera_data``) and unpacked there.
+
+    Args:
+        root: the data set's folder, organised as ``layout`` says; may be null only when predicting
+            (``predict_root``), where the class names come from the checkpoint.
+        batch_size: training images per batch (per device).
+        num_workers: DataLoader worker processes; 0 loads in the main process. Lowered to the
+            number of CPUs this process may use.
+        eval_batch_size: images per batch for validation, test and predict; null: ``batch_size``.
+        image_size: side in pixels of the square images the net gets (the training crop and the
+            evaluation center crop).
+        resize_size: short side in pixels an image is resized to before the center crop of
+            ``image_size`` (evaluation, and training with ``augment`` flip or none); null:
+            ``image_size / 0.875`` (256 for 224), or ``image_size`` for flip's training images.
+        mean: per-channel (R, G, B) mean of the 0..1 pixel values, subtracted from every batch;
+            default ImageNet's, as pretrained nets expect.
+        std: per-channel (R, G, B) standard deviation the batches are divided by; default ImageNet's.
+        augment: training augmentation: ``imagenet`` (random resized crop + flip), ``crop_flip``
+            (random crop with 4 px padding + flip), ``flip`` (resize, center crop + flip) or ``none``
+            (the evaluation transform, which the model's ``feature_cache`` needs).
+        val_fraction: share of each class's images held out for validation (layouts without a
+            ``val/`` folder: ``class_folders``, ``file_prefix``); between 0 and 1.
+        split_seed: seed of that train/val split; the same seed gives the same split.
+        predict_root: image file or folder of images (searched recursively) to predict; the class
+            names then come from the checkpoint and ``root`` is not read.
+        scan: decode every image once before training and leave out unreadable ones (warned about,
+            listed in ``skipped_images.txt``); false skips the check and an unreadable file fails the
+            run when it is loaded.
+        download: when ``root`` does not exist, download and unpack its archive there
+            (``archive_url``, or the known archive of root's folder name, e.g. ``hymenoptera_data``).
+        archive_url: URL of the zip or tar archive to download with ``download``; needs
+            ``archive_sha256`` or ``archive_md5``, or ``archive_unverified: true``.
+        archive_md5: expected MD5 checksum (hex) of the downloaded archive; a mismatch stops the run.
+        archive_sha256: expected SHA-256 checksum (hex) of the downloaded archive; a mismatch stops the run.
+        archive_unverified: use ``archive_url``'s download without checking a checksum.
+        layout: how ``root`` holds the images: ``auto`` (recognised: ``train/`` inside means
+            ``train_val``, image files ``file_prefix``, else ``class_folders``), ``train_val``,
+            ``class_folders`` or ``file_prefix`` (see above).
     """
 
     def __init__(
@@ -326,9 +364,17 @@ class ImageFolderDataModule(ClassificationDataModule):
             train_idx, val_idx = stratified_split(train_all.targets, self.val_fraction, self.split_seed)
             self.train_set, self.val_set = Subset(train_all, train_idx), Subset(eval_all, val_idx)
             self.test_set = self.val_set
+            if stage == "test":
+                rank_zero_info(
+                    f"no test/ folder in {str(folders['all'])!r}: testing on the validation split (val_fraction)"
+                )
             return
         self.train_set = self._image_folder(folders["train"], self.train_transform())
         self.val_set = self._image_folder(folders["val"], self.eval_transform())
         self.test_set = (
             self._image_folder(folders["test"], self.eval_transform()) if "test" in folders else self.val_set
         )
+        if stage == "test" and "test" not in folders:
+            rank_zero_info(
+                f"no test/ folder in {str(folders['val'].parent)!r}: testing on the validation images (val/)"
+            )

@@ -1,4 +1,5 @@
-"""A shuffle, and the DataLoader's own seed, that depend only on (seed, epoch)."""
+"""Orders of a data set: a shuffle (and the DataLoader's own seed) that depends only on (seed, epoch)
+for training, and one fixed mixed order for evaluation."""
 
 from __future__ import annotations
 
@@ -39,4 +40,26 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(_seed(2 * (self.seed + self.epoch) + 1))
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+class MixedOrderSampler(Sampler[int]):
+    """One fixed random order, the same for every run, epoch and machine.
+
+    Folder data sets list their images class by class, so the first validation batches would hold one
+    class only: a partial validation (``--trainer.limit_val_batches``) would score that class alone.
+    In this order every part of the set mixes the classes as the whole set does. The metrics of a full
+    pass do not depend on the order.
+    """
+
+    SEED = 0
+
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.SEED)
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())

@@ -63,7 +63,21 @@ def generate_shapes(root: str | Path, train_per_class: int, val_per_class: int, 
 
 
 class ShapesDataModule(ImageFolderDataModule):
-    """ImageFolder data module over the generated shapes; the folder is written on first use."""
+    """ImageFolder data module over the generated shapes; the folder is written on first use.
+
+    Args:
+        root: folder of the data set (``train/`` and ``val/``, a folder per shape); written there
+            when missing, used as it is when present.
+        batch_size: images per batch (per device), for training and evaluation alike.
+        num_workers: DataLoader worker processes; 0 loads in the main process. Lowered to the
+            number of CPUs this process may use.
+        image_size: side in pixels of the pictures generated and of the images the net gets.
+        train_per_class: training pictures generated per shape (only when ``root`` is written).
+        val_per_class: validation pictures generated per shape (only when ``root`` is written).
+        seed: seed of the generator; the same seed writes the same pictures.
+        predict_root: image file or folder of images (searched recursively) to predict; the class
+            names then come from the checkpoint and nothing is generated.
+    """
 
     def __init__(
         self,

@@ -46,6 +46,23 @@ class ImageClassifier(LightningModule):
 
     ``num_classes`` and ``class_names`` are linked from the data module by the CLI and saved in
     every checkpoint, so ``predict`` needs no data folder to name its classes.
+
+    Args:
+        net: the network (a ``lit_transfer.nets.ClassifierNet``, e.g. ``TorchvisionNet``), configured
+            without its class count: the model builds it for ``num_classes``.
+        num_classes: number of classes; linked from the data module by the CLI. null:
+            ``len(class_names)``.
+        class_names: class names in label order; linked from the data module by the CLI. null:
+            the names ``0``, ``1``, ...
+        optimizer: the optimizer and its options, e.g. ``{class_path: torch.optim.SGD, init_args:
+            {lr: 0.01, momentum: 0.9}}``; null: ``torch.optim.AdamW`` with its defaults.
+        lr_scheduler: the learning-rate scheduler and its options; null: a constant learning rate.
+            A scheduler that takes ``total_steps`` (OneCycleLR) and is not given it gets the run's.
+        scheduler_interval: step the scheduler every ``epoch`` or every ``step`` (batch); null:
+            ``step`` for a scheduler given the run's ``total_steps``, else ``epoch``.
+        label_smoothing: label smoothing of the cross-entropy loss, from 0.0 (none) to 1.0.
+        init_from: checkpoint of an earlier run to start the net from, all but its head (left new,
+            so the class count may differ); not read when a checkpoint is restored.
     """
 
     def __init__(
@@ -118,6 +135,15 @@ class ImageClassifier(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._initial_weights_done = True
+
+    def setup(self, stage: str) -> None:
+        # One validation image as the data module gives it: the model summary runs it through the net
+        # for each layer's output size and FLOPs (with no example input, its FLOPs column is all zeros).
+        val_set = getattr(self.trainer.datamodule, "val_set", None)
+        if stage == "fit" and val_set is not None and len(val_set) > 0:
+            image = val_set[0][0]
+            if isinstance(image, Tensor) and image.dim() == 3:
+                self.example_input_array = image.unsqueeze(0)
 
     # The Trainer restores a checkpoint before these hooks (calling on_load_checkpoint if it does).
     def on_fit_start(self) -> None:

@@ -90,13 +90,20 @@ class FineTuneClassifier(ImageClassifier):
     def configure_optimizers(self):
         configured = super().configure_optimizers()
         if self.param_group_specs:
-            optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-            check_options(optimizer, self.param_group_specs)
-            rank_zero_info(describe(optimizer.param_groups, self.param_group_specs))
+            check_options(
+                configured["optimizer"] if isinstance(configured, dict) else configured, self.param_group_specs
+            )
         return configured
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # Said here, not when the optimizer is made: a resumed run has its unfrozen groups back only now.
+        if self.param_group_specs:
+            rank_zero_info(describe(self.trainer.optimizers[0].param_groups, self.param_group_specs))
 
     # -- feature cache ----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self.cached_features is not None:  # a fit that ended in an exception left it attached
             self.cached_features.detach()
 

@@ -13,6 +13,10 @@ class AlexNet32(ClassifierNet):
     The small first kernel/stride and the stride-1 poolings keep a 6x6 map after the last
     convolution (256 x 6 x 6 = 9216 features, as in the ImageNet AlexNet), so the classifier keeps
     AlexNet's shape at half the width (4608). 67,004,746 parameters for 10 classes.
+
+    Args:
+        num_classes: number of outputs (given by the model, from the data).
+        dropout: dropout probability before each of the first two fully connected layers, 0.0 to 1.0.
     """
 
     head_name = "classifier.6"

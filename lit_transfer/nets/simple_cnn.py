@@ -12,7 +12,14 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class SimpleCNN(ClassifierNet):
-    """Three conv blocks, global average pooling and a linear head; works at any input size >= 8 px."""
+    """Three conv blocks, global average pooling and a linear head; works at any input size >= 8 px.
+
+    Args:
+        num_classes: number of outputs (given by the model, from the data).
+        width: output channels of the first conv block, doubled by each of the other two (the head
+            gets ``4 * width`` features).
+        dropout: dropout probability of the pooled features before the head, 0.0 to 1.0.
+    """
 
     head_name = "head"
 

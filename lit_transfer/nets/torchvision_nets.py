@@ -37,6 +37,16 @@ class TorchvisionNet(ClassifierNet):
     ``weights`` argument (``lit_transfer.finetune.weights``), which matches tensors by name and shape: with
     ``head="replace"`` the new head is left out of a 1000-way ImageNet file, with ``head="append"``
     the 1000-way layer is loaded and only the appended layer stays new.
+
+    Args:
+        num_classes: number of outputs (given by the model, from the data).
+        name: torchvision classification model, as ``torchvision.models.list_models()`` names it,
+            e.g. ``alexnet``, ``resnet50``, ``vit_b_16``.
+        head: ``replace``: the model's last Linear becomes ``Linear(in_features, num_classes)``;
+            ``append``: its own (ImageNet: 1000-way) output is kept and a Linear from it to
+            ``num_classes`` added after it.
+        model_kwargs: further keyword arguments of the torchvision model's builder, e.g.
+            ``{dropout: 0.2}``; null: none.
     """
 
     def __init__(
@@ -81,7 +91,14 @@ class TorchvisionNet(ClassifierNet):
 
 class AlexNet(TorchvisionNet):
     """Torchvision AlexNet (224 px ImageNet layout; inputs from about 63 px up work through its
-    adaptive average pool) with its ``classifier.6`` replaced or a ``Linear(1000, n)`` appended."""
+    adaptive average pool) with its ``classifier.6`` replaced or a ``Linear(1000, n)`` appended.
+
+    Args:
+        num_classes: number of outputs (given by the model, from the data).
+        head: ``replace``: ``classifier.6`` becomes ``Linear(4096, num_classes)``; ``append``: the
+            1000-way output is kept and ``Linear(1000, num_classes)`` added after it.
+        dropout: dropout probability before each of the classifier's first two Linear layers, 0.0 to 1.0.
+    """
 
     def __init__(self, num_classes: int, head: HeadMode = "replace", dropout: float = 0.5) -> None:
         super().__init__(num_classes, name="alexnet", head=head, model_kwargs={"dropout": dropout})
