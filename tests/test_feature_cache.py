@@ -135,3 +135,42 @@ def test_the_cache_says_how_far_it_is_while_it_computes(class_folder, tmp_path, 
     assert any("training images 24/24" in line for line in progress)
     assert any("validation images 6/6" in line for line in progress)
     assert len(progress) >= 2 and lines[-1].startswith("feature cache: computed")
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        [
+            "--model.lr_scheduler.class_path",
+            "torch.optim.lr_scheduler.OneCycleLR",
+            "--model.lr_scheduler.max_lr",
+            "0.01",
+        ],
+        [
+            "--model.lr_scheduler.class_path",
+            "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "--model.lr_scheduler.T_max",
+            "2",
+        ],
+    ],
+    ids=["one_cycle", "cosine"],
+)
+def test_the_cache_trains_the_head_under_any_scheduler(class_folder, tmp_path, run_cli, scheduler):
+    """A scheduler that counts the run's steps made Lightning build the image loader before the cache
+    swapped in its features: the head was then fed images (a shape mismatch in the first step)."""
+    args = tiny_task_args(
+        class_folder,
+        tmp_path,
+        "--model.finetune",
+        "feature_extractor",
+        "--data.augment",
+        "none",
+        "--model.feature_cache",
+        "true",
+        "--trainer.max_epochs",
+        "2",
+        *scheduler,
+    )
+    cli = run_cli(*args)
+    assert cli.trainer.current_epoch == 2 and cli.trainer.global_step == 2 * cli.trainer.num_training_batches
+    assert not cli.model.cached_features.active  # the data module has its images back

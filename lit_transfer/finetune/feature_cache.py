@@ -58,6 +58,10 @@ class FeatureCache:
             for dataset, label in zip(self._images, ("training", "validation"))
         )
         data.train_set, data.val_set = train, val
+        # A scheduler that asks for the run's step count (Trainer.estimated_stepping_batches) made
+        # Lightning build the training loader over the images already; it must be built again over the
+        # features. Lightning has no public call to drop a loader it built, hence its private field.
+        trainer.fit_loop._combined_loader = None
         self.active = True
         rank_zero_info(
             f"feature cache: computed the frozen backbone's features {tuple(train.tensors[0].shape[1:])} of "
