@@ -30,6 +30,7 @@ from lit_transfer.cli.checkpoints import CKPT_FLAG, Checkpoint, arg_value, read_
 from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, trainer_settings_error, user_errors_exit
 from lit_transfer.cli.quiet import quiet_third_party
 from lit_transfer.cli.runs import LOGS, RunFolder, last_of_run, run_name, run_to_continue
+from lit_transfer.cli.trainer import LitTransferTrainer
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.files import new_file, remove_stale_temp_files
@@ -50,6 +51,7 @@ class LitTransferCLI(LightningCLI):
         super().__init__(
             model_class=ImageClassifier,
             datamodule_class=ClassificationDataModule,
+            trainer_class=LitTransferTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             parser_class=Parser,
@@ -60,6 +62,11 @@ class LitTransferCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands and ``lr_find`` (``LitTransferTrainer.lr_find``)."""
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -189,7 +196,7 @@ class LitTransferCLI(LightningCLI):
         if self.config[self.subcommand].get("ckpt_path") is None:
             self.model.check_initial_weight_files()
 
-    before_validate = before_test = before_predict = before_fit
+    before_validate = before_test = before_predict = before_lr_find = before_fit
 
     def after_fit(self) -> None:
         """One line at the end of a fit: the best score and its epoch, where the run is, how to view it."""

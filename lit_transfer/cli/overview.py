@@ -11,12 +11,13 @@ from pathlib import Path
 
 from lit_transfer import __version__
 
-# LightningCLI's subcommands, in its order (tests/test_help.py checks them against LightningCLI).
+# The CLI's subcommands, in its order (tests/test_foundation.py checks them against LitTransferCLI).
 SUBCOMMANDS = {
     "fit": "train a model; --ckpt_path last (or a checkpoint file) resumes a run",
     "validate": "evaluate a checkpoint on the validation images",
     "test": "evaluate a checkpoint on the test images (val/ when there is no test/)",
     "predict": "write a CSV of class predictions for --data.predict_root (a file or a folder)",
+    "lr_find": "suggest a learning rate (Lightning's range test; groups scaled together)",
 }
 
 

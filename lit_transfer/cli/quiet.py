@@ -20,8 +20,10 @@ _WARNINGS = (
     # run's folder is always empty).
     r"Checkpoint directory .* exists and is not empty",
 )
-# Lines Lightning logs at every start: an advertisement for a cloud service.
-_LOG_LINES = ("litlogger",)
+# Lines Lightning logs: at every start, an advertisement for a cloud service; during lr_find, the
+# temporary checkpoint it saves and restores (and removes).
+_LOG_LINES = ("litlogger", "`weights_only` was not set", ".lr_find_")
+_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector")
 
 
 class _DropLines(logging.Filter):
@@ -33,6 +35,7 @@ def quiet_third_party() -> None:
     """Install the filters; calling it again adds nothing."""
     for pattern in _WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropLines) for f in logger.filters):
-        logger.addFilter(_DropLines())
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines())

@@ -128,7 +128,9 @@ class ImageClassifier(LightningModule):
         for what, path in self.initial_weight_files():
             safe_load(path, what, mmap=True)
 
-    def _start_from_initial_weights(self) -> None:
+    def start_from_initial_weights(self) -> None:
+        """Load the initial weights unless they were loaded or a checkpoint was restored (called at
+        the start of every fit, validate, test and predict, and by the lr finder before its search)."""
         if not self._initial_weights_done:
             self._initial_weights_done = True
             self.load_initial_weights()
@@ -147,16 +149,16 @@ class ImageClassifier(LightningModule):
 
     # The Trainer restores a checkpoint before these hooks (calling on_load_checkpoint if it does).
     def on_fit_start(self) -> None:
-        self._start_from_initial_weights()
+        self.start_from_initial_weights()
 
     def on_validation_start(self) -> None:
-        self._start_from_initial_weights()
+        self.start_from_initial_weights()
 
     def on_test_start(self) -> None:
-        self._start_from_initial_weights()
+        self.start_from_initial_weights()
 
     def on_predict_start(self) -> None:
-        self._start_from_initial_weights()
+        self.start_from_initial_weights()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
