@@ -4,6 +4,7 @@ interleaved timing, the machine's description, peak memory, a plain-text table a
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -132,6 +133,14 @@ def versions() -> dict[str, str]:
     return {"torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version()}
 
 
+def _installed_version(package: str) -> str | None:
+    """A package's version without importing it (TorchCodec may be installed but not load)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     """The machine and the library versions a result was measured with."""
     import lightning
@@ -154,6 +163,7 @@ def machine() -> dict[str, Any]:
             "torchvision": torchvision.__version__,
             "lightning": lightning.__version__,
             "pillow": PIL.__version__,
+            "torchcodec": _installed_version("torchcodec"),
         },
     }
 

@@ -1,9 +1,10 @@
 """Input pipeline: decoding, resizing and augmenting JPEGs to 224 px, ours against torchvision's default.
 
-Ours is what training gets: ``ImageFolderDataModule``'s training set (the fast ``load_image`` loader
-and the ``imagenet`` train preset: RandomResizedCrop(224) and flip, giving uint8 images) and the
-data module's batch ``normalize``. The default is what a
-torchvision tutorial writes: the ``ImageFolder`` PIL loader (``Image.open(f).convert("RGB")``) and
+Ours is what training gets: ``ImageFolderDataModule``'s training set (the fast ``load_image`` loader,
+which decodes JPEGs with TorchCodec, or with Pillow where TorchCodec does not load: the report's
+``jpeg_decoder`` says which; and the ``imagenet`` train preset: RandomResizedCrop(224) and flip,
+giving uint8 images) and the data module's batch ``normalize``. The default is what a torchvision
+tutorial writes: the ``ImageFolder`` PIL loader (``Image.open(f).convert("RGB")``) and
 ``transforms.Compose([RandomResizedCrop(224), RandomHorizontalFlip(), ToTensor(), Normalize])``.
 Ours is timed twice: as a GPU run gets it (uint8 batches from the loader; their normalisation runs
 on the GPU) and as a CPU run does (each batch also normalised in the main process). Both read the
@@ -54,7 +55,7 @@ from benchmarks.common import (
     write_flat_cats_dogs,
 )
 from lit_transfer.data import ImageFolderDataModule
-from lit_transfer.data.images import REDUCING_GAP, load_image, load_rgb
+from lit_transfer.data.images import JPEG_DECODER, REDUCING_GAP, load_image, load_rgb
 from lit_transfer.data.presets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "ours": "ImageFolderDataModule train set: load_image + ClassificationPresetTrain(224, imagenet) to uint8 batches; ours_cpu: each batch also normalised in the main process",
         "default": "torchvision pil_loader + Compose(RandomResizedCrop(224), RandomHorizontalFlip, ToTensor, Normalize)",
+        "jpeg_decoder": JPEG_DECODER,
         "machine": machine(),
         **results,
         "pixels": check,
@@ -402,6 +404,7 @@ def print_table(report: dict) -> None:
         "ours (CPU run): the same batches normalised in this process, as on a CPU"
     )
     px = report["pixels"]
+    print(f"our JPEG decoder: {report.get('jpeg_decoder')}")
     print(f"pixels (0-255 levels): JPEG decoding, ours against PIL: max {px['decode_max_abs_levels']}")
     for name, v in px.items():
         if isinstance(v, dict):

@@ -10,7 +10,8 @@ from torchvision import transforms as v1
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from lit_transfer.data.images import REDUCING_GAP, image_loader, load_image, load_rgb
+from lit_transfer.data import images
+from lit_transfer.data.images import EXIF_ORIENTATION, REDUCING_GAP, image_loader, load_image, load_rgb
 from lit_transfer.data.presets import ClassificationPresetEval, ClassificationPresetTrain, Normalize
 from tests.test_folder_data import write_all_modes
 
@@ -23,8 +24,18 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8))
 
 
+@pytest.fixture(params=["torchcodec", "pillow"])
+def jpeg_decoder(request, monkeypatch) -> str:
+    """``load_image`` both ways: with TorchCodec's decoder (where it loads) and with PIL's, its fallback."""
+    if request.param == "pillow":
+        monkeypatch.setattr(images, "decode_jpeg", None)
+    elif images.decode_jpeg is None:
+        pytest.skip(images.JPEG_DECODER)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_a_jpeg_decodes_to_the_same_pixels_as_pil(tmp_path, mode):
+def test_a_jpeg_decodes_to_the_same_pixels_as_pil(tmp_path, mode, jpeg_decoder):
     path = tmp_path / "photo.jpg"
     photo(70, 50).convert(mode).save(path, quality=90)
     image = load_image(path)
@@ -32,14 +43,25 @@ def test_a_jpeg_decodes_to_the_same_pixels_as_pil(tmp_path, mode):
     assert torch.equal(image, pil_to_tensor(load_rgb(path)))
 
 
-def test_every_mode_loads_as_the_same_rgb_pixels_as_load_rgb(tmp_path):
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_jpeg_with_an_exif_orientation_is_not_turned_as_pil_does_not_turn_it(tmp_path, orientation, jpeg_decoder):
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation  # 6: "turn 90 degrees", which TorchCodec's decoder would apply
+    photo(70, 50).save(path, quality=90, exif=exif)
+    image = load_image(path)
+    assert image.shape == (3, 50, 70)
+    assert torch.equal(image, pil_to_tensor(load_rgb(path)))
+
+
+def test_every_mode_loads_as_the_same_rgb_pixels_as_load_rgb(tmp_path, jpeg_decoder):
     for mode, path in write_all_modes(tmp_path / "modes").items():
         image = load_image(path)
         assert image.shape == (3, 16, 20), mode
         assert torch.equal(image, pil_to_tensor(load_rgb(path))), mode
 
 
-def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_the_gap(tmp_path):
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_the_gap(tmp_path, jpeg_decoder):
     path = tmp_path / "large.jpg"
     photo(800, 600).save(path, quality=90)
     assert load_image(path).shape == (3, 600, 800)  # no size given: full size

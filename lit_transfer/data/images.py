@@ -10,10 +10,19 @@ from typing import IO, Any
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, first_line
+
+try:
+    from torchcodec.decoders import decode_jpeg
+except (ImportError, OSError) as err:
+    # TorchCodec's wheel is built against one torch build: it does not load with a CPU-only torch (PyTorch's
+    # CPU index has a TorchCodec of its own for that), another CUDA version or a torch before 2.11.
+    decode_jpeg = None
+    JPEG_DECODER = f"Pillow (TorchCodec did not load: {first_line(err)})"
+else:
+    JPEG_DECODER = "TorchCodec"
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
@@ -21,6 +30,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 # least this much, as Pillow's Image.thumbnail does (its reducing_gap): the result then stays close
 # to a full decode's (benchmarks/input_pipeline.py measures how close).
 REDUCING_GAP = 2
+
+# The EXIF tag that says how a photo is to be turned. TorchCodec's decoder always applies it; PIL
+# (``load_rgb``) does not, so a JPEG that has one goes through PIL and both give the same pixels.
+EXIF_ORIENTATION = 0x0112
 
 
 def _as_rgb(img: Image.Image) -> Image.Image:
@@ -39,27 +52,43 @@ def load_rgb(path: str | Path | IO[bytes]) -> Image.Image:
 def load_image(path: str | Path, min_size: int = 0) -> torch.Tensor:
     """An image file as a ``uint8`` RGB tensor ``(3, H, W)``: the fast loader of the data modules.
 
-    RGB and grayscale JPEGs, nearly every photo, skip PIL: torchvision's libjpeg-turbo decoder writes
+    RGB and grayscale JPEGs, nearly every photo, skip PIL: TorchCodec's libjpeg-turbo decoder writes
     the same pixels straight into a tensor (PIL keeps 4 bytes a pixel and copies them out again),
-    and the tensor transforms that follow are faster than PIL's too. A JPEG large enough (short side
-    at least ``2 * REDUCING_GAP * min_size``; ``min_size`` is the smallest size the transform can use
-    without losing detail, the preset's ``decode_size``) is decoded at a reduced DCT scale through
-    PIL's ``draft`` instead, keeping a short side >= ``REDUCING_GAP * min_size``: 1/4 to 1/64 of the
-    pixels. Every other file (PNG, GIF, CMYK JPEG, 16-bit, ...) is converted by PIL as in
-    ``load_rgb``, from the same open file (a tiny PNG costs little more than opening it twice would).
+    and the tensor transforms that follow are faster than PIL's too. Where TorchCodec does not load
+    (``JPEG_DECODER`` says so), PIL decodes them: the same pixels, about 25 % slower. A JPEG large
+    enough (short side at least ``2 * REDUCING_GAP * min_size``; ``min_size`` is the smallest size
+    the transform can use without losing detail, the preset's ``decode_size``) is decoded at a
+    reduced DCT scale through PIL's ``draft`` instead, keeping a short side >= ``REDUCING_GAP *
+    min_size``: 1/4 to 1/64 of the pixels. A JPEG with an EXIF orientation goes through PIL too,
+    which leaves it unturned as ``load_rgb`` does. Every other file (PNG, GIF, CMYK JPEG, 16-bit,
+    ...) is converted by PIL as in ``load_rgb``, from the same open file (a tiny PNG costs little
+    more than opening it twice would).
     """
     with Image.open(path) as img:  # reads the header only
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
             keep = min_size * REDUCING_GAP
             if keep and min(img.size) >= 2 * keep:
                 img.draft("RGB", (keep, keep))  # the strongest of 1/2, 1/4, 1/8 that keeps >= keep
-                return pil_to_tensor(img.convert("RGB"))
-            try:
+            elif decode_jpeg is not None and not _has_orientation(img):
+                # The file's bytes as a tensor: given a path, TorchCodec reads it under warnings.catch_warnings().
                 data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-                return decode_jpeg(data, mode=ImageReadMode.RGB)
-            except RuntimeError:  # a stream libjpeg rejects but PIL (what the scan checked) decodes
-                pass
+                try:
+                    return decode_jpeg(data, mode="RGB")  # grayscale repeated; HWC memory seen as CHW
+                except RuntimeError:  # a stream libjpeg rejects but PIL (what the scan checked) decodes
+                    pass
+            # tobytes() packs PIL's 4-byte pixels into the tensor's 3; an RGB image needs no convert() copy
+            return pil_to_tensor(img if img.mode == "RGB" else img.convert("RGB"))
         return pil_to_tensor(_as_rgb(img))
+
+
+def _has_orientation(img: Image.Image) -> bool:
+    """Whether a JPEG's EXIF says to turn it (any value but 1, "as stored"; unreadable EXIF counts)."""
+    if "exif" not in img.info:  # most photos: no EXIF block at all
+        return False
+    try:
+        return img.getexif().get(EXIF_ORIENTATION, 1) != 1
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: let PIL decode, as load_rgb would
+        return True
 
 
 def image_loader(transform: Any) -> Callable[[str], Any]:
