@@ -93,6 +93,10 @@ def exit_message(run_cli, capsys, *args: str) -> str:
     return err[-1]
 
 
+# The frozen backbone trained on cached features: the flags every such run gives.
+FROZEN_CACHED = ("--model.finetune", "feature_extractor", "--data.augment", "none", "--model.feature_cache", "true")
+
+
 def quiet_run_args(root: Path) -> list[str]:
     """``run_dir_args`` and no model summary either."""
     return [*run_dir_args(root), "--trainer.enable_model_summary", "false"]

