@@ -11,7 +11,8 @@ feature cache, ``init_from``): subclass ``ClassifierNet``, name the classificati
 (``head_name``), list the stages from stem to head (``stages``) and build the head for ``num_classes``.
 Its weights file loads through ``--model.weights <file>``: tensors are matched by name and shape, so
 the file's 1000-way ``_fc`` is left out and the new head starts fresh. This port expects its inputs
-normalised with mean 0.498 and std 0.502 on every channel (``MEAN``/``STD``), not ImageNet's usual ones.
+normalised with mean 0.498 and std 0.502 on every channel, not ImageNet's usual ones: the net declares
+that in its ``preprocessing``, which the data module follows where the config says nothing.
 
     python -m benchmarks.efficientnet_lite          # prints the path of the weights file
 """
@@ -21,9 +22,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lit_transfer.nets.base import ClassifierNet
-
-MEAN = (0.498, 0.498, 0.498)
-STD = (0.502, 0.502, 0.502)
+from lit_transfer.preprocessing import Preprocessing
 
 
 class EfficientNetLite0(ClassifierNet):
@@ -35,6 +34,16 @@ class EfficientNetLite0(ClassifierNet):
     """
 
     head_name = "model._fc"
+    # The port's normalisation, and TensorFlow's EfficientNet evaluation: a center crop of 224/256 of
+    # the image, resized with bicubic interpolation.
+    preprocessing = Preprocessing(
+        image_size=224,
+        resize_size=256,
+        interpolation="bicubic",
+        mean=(0.498, 0.498, 0.498),
+        std=(0.502, 0.502, 0.502),
+        source="EfficientNet-Lite0",
+    )
 
     def __init__(self, num_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
@@ -60,17 +69,9 @@ def weights_file() -> str:
 
 
 def cli_args() -> list[str]:
-    """The command-line flags that put this backbone, its weights and its normalisation in a task config."""
-    return [
-        "--model.net",
-        f"{__name__}.{EfficientNetLite0.__name__}",
-        "--model.weights",
-        weights_file(),
-        "--data.mean",
-        str(list(MEAN)),
-        "--data.std",
-        str(list(STD)),
-    ]
+    """The command-line flags that put this backbone and its weights in a task config (the images
+    are prepared as the net declares, for whatever the config leaves unset)."""
+    return ["--model.net", f"{__name__}.{EfficientNetLite0.__name__}", "--model.weights", weights_file()]
 
 
 if __name__ == "__main__":

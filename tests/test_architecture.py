@@ -14,8 +14,8 @@ from tests.conftest import REPO, predict_args, run_folder, tiny_demo_args, writt
 PACKAGE = REPO / "lit_transfer"
 
 # Each layer may import itself and the layers listed for it (docs/layout.md). The foundation
-# modules (errors, files, schedules) are imported by every layer.
-FOUNDATION = {"errors", "files", "schedules"}
+# modules (errors, files, schedules, preprocessing) are imported by every layer.
+FOUNDATION = {"errors", "files", "schedules", "preprocessing"}
 ALLOWED = {
     "foundation": FOUNDATION,
     "nets": FOUNDATION | {"nets"},

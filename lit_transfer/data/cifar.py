@@ -24,6 +24,7 @@ from lit_transfer.data.presets import (
     ClassificationPresetTrain,
 )
 from lit_transfer.errors import UserError
+from lit_transfer.preprocessing import Preprocessing
 
 _DATASETS: dict[str, tuple[type[CIFAR10], str]] = {
     "cifar10": (CIFAR10, "CIFAR-10"),
@@ -77,9 +78,10 @@ class CIFARDataModule(ClassificationDataModule):
         num_workers: DataLoader worker processes; 0 loads in the main process. Lowered to the
             number of CPUs this process may use.
         mean: per-channel (R, G, B) mean of the 0..1 pixel values, subtracted from every batch;
-            default the CIFAR-10 tutorial's.
-        std: per-channel (R, G, B) standard deviation the batches are divided by; default the
-            CIFAR-10 tutorial's.
+            null: what the net's pretrained weights expect (``lit_transfer.preprocessing``), else the CIFAR-10
+            tutorial's. The images stay 32x32 whatever the weights were trained at.
+        std: per-channel (R, G, B) standard deviation the batches are divided by; null: what the
+            weights expect, else the CIFAR-10 tutorial's.
         augment: training augmentation of the 32x32 images: ``crop_flip`` (random crop with 4 px
             padding + flip, the tutorial's), ``imagenet`` (random resized crop + flip), ``flip``
             (flip only) or ``none`` (no augmentation, which the model's ``feature_cache`` needs).
@@ -97,12 +99,14 @@ class CIFARDataModule(ClassificationDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = 100,
         num_workers: int = 2,
-        mean: Sequence[float] = CIFAR_MEAN,
-        std: Sequence[float] = CIFAR_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         augment: Augment = "crop_flip",
         predict_root: str | None = None,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
+        # The images stay 32x32 whatever the net expects; mean and std may follow its weights.
+        given = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, mean=mean, std=std, source="the data settings")
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment)
         self.save_hyperparameters()
         if dataset not in _DATASETS:
             raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
@@ -170,12 +174,16 @@ class CIFARDataModule(ClassificationDataModule):
             ) from err
 
     # -- transforms ---------------------------------------------------------------------------
+    default_preprocessing = Preprocessing(
+        interpolation="bilinear", mean=CIFAR_MEAN, std=CIFAR_STD, source="the CIFAR-10 tutorial's values"
+    )
+
     def train_transform(self):
         return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.augment)
 
     def eval_transform(self):
         # Resize + center crop are no-ops on CIFAR's 32x32 images but let predict take any image.
-        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE)
+        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE, self.preprocessing.interpolation)
 
     # -- datasets -----------------------------------------------------------------------------
     def _load(self, train: bool) -> CIFAR10:

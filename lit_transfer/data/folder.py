@@ -27,6 +27,7 @@ from lit_transfer.data.presets import (
 )
 from lit_transfer.data.scan import find_bad_images, list_image_files
 from lit_transfer.errors import UserError, first_line, require, some
+from lit_transfer.preprocessing import Interpolation, Preprocessing
 
 SKIPPED_IMAGES_FILE = "skipped_images.txt"
 
@@ -171,13 +172,18 @@ class ImageFolderDataModule(ClassificationDataModule):
             number of CPUs this process may use.
         eval_batch_size: images per batch for validation, test and predict; null: ``batch_size``.
         image_size: side in pixels of the square images the net gets (the training crop and the
-            evaluation center crop).
+            evaluation center crop); null: what the net's weights expect (``lit_transfer.preprocessing``),
+            else 224.
         resize_size: short side in pixels an image is resized to before the center crop of
-            ``image_size`` (evaluation, and training with ``augment`` flip or none); null:
+            ``image_size`` (evaluation, and training with ``augment`` flip or none); null: what the
+            weights expect when ``image_size`` is null too (232 for ResNet50's ``IMAGENET1K_V2``), else
             ``image_size / 0.875`` (256 for 224), or ``image_size`` for flip's training images.
+        interpolation: how images are resized: ``bilinear``, ``bicubic`` or ``nearest``; null: what
+            the weights expect, else bilinear.
         mean: per-channel (R, G, B) mean of the 0..1 pixel values, subtracted from every batch;
-            default ImageNet's, as pretrained nets expect.
-        std: per-channel (R, G, B) standard deviation the batches are divided by; default ImageNet's.
+            null: what the weights expect, else ImageNet's.
+        std: per-channel (R, G, B) standard deviation the batches are divided by; null: what the
+            weights expect, else ImageNet's.
         augment: training augmentation: ``imagenet`` (random resized crop + flip), ``crop_flip``
             (random crop with 4 px padding + flip), ``flip`` (resize, center crop + flip) or ``none``
             (the evaluation transform, which the model's ``feature_cache`` needs).
@@ -207,10 +213,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         batch_size: int = 32,
         num_workers: int = 2,
         eval_batch_size: int | None = None,
-        image_size: int = 224,
+        image_size: int | None = None,
         resize_size: int | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        interpolation: Interpolation | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         augment: Augment = "imagenet",
         val_fraction: float = 0.2,
         split_seed: int = 42,
@@ -223,21 +230,15 @@ class ImageFolderDataModule(ClassificationDataModule):
         archive_unverified: bool = False,
         layout: Layout = "auto",
     ) -> None:
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, mean, std, augment)
+        given = Preprocessing(image_size, resize_size, interpolation, mean, std, source="the data settings")
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment)
         self.save_hyperparameters()
-        for key, value in (
-            ("image_size", image_size),
-            ("resize_size", image_size if resize_size is None else resize_size),
-        ):
-            require(value >= 1, f"data.{key} is {value}: give a size in pixels of at least 1")
         require(0 < val_fraction < 1, f"data.val_fraction is {val_fraction}: give a share between 0 and 1, e.g. 0.2")
         self.scan = scan
         self.download = download
         self.archive_url, self.archive_md5, self.archive_sha256 = archive_url, archive_md5, archive_sha256
         self.archive_unverified = archive_unverified
         self._scanned: dict[Path, frozenset[str]] = {}
-        self.image_size = image_size
-        self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.layout = layout
@@ -302,11 +303,17 @@ class ImageFolderDataModule(ClassificationDataModule):
         return names
 
     # -- transforms ---------------------------------------------------------------------------
+    default_preprocessing = Preprocessing(
+        image_size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD, source="ImageNet's defaults"
+    )
+
     def train_transform(self):
-        return ClassificationPresetTrain(self.image_size, self.resize_size, self.augment)
+        p = self.preprocessing
+        return ClassificationPresetTrain(p.image_size, p.resize_size, self.augment, interpolation=p.interpolation)
 
     def eval_transform(self):
-        return ClassificationPresetEval(self.image_size, self.resize_size)
+        p = self.preprocessing
+        return ClassificationPresetEval(p.image_size, p.resize_size, p.interpolation)
 
     def _classes_in(self, folder: Path) -> list[str]:
         if self._layout == "file_prefix":

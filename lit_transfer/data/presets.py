@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
@@ -105,17 +106,17 @@ class _RandomHorizontalFlip(T.RandomHorizontalFlip):
         return F.horizontal_flip(image) if torch.rand(1) < self.p else image
 
 
-def _eval_steps(crop_size: int, resize_size: int) -> list:
-    return [T.Resize(resize_size, antialias=True), T.CenterCrop(crop_size)]
+def _eval_steps(crop_size: int, resize_size: int, interpolation: str) -> list:
+    return [T.Resize(resize_size, InterpolationMode(interpolation), antialias=True), T.CenterCrop(crop_size)]
 
 
 class ClassificationPresetEval(_Preset):
-    """Resize the short side to ``resize_size``, center-crop ``crop_size``."""
+    """Resize the short side to ``resize_size`` (with ``interpolation``), center-crop ``crop_size``."""
 
-    def __init__(self, crop_size: int, resize_size: int | None = None) -> None:
+    def __init__(self, crop_size: int, resize_size: int | None = None, interpolation: str = "bilinear") -> None:
         resize_size = resize_size or round(crop_size / 0.875)
         # Resize makes the short side resize_size: any decode at least that large gives the same output.
-        super().__init__(_eval_steps(crop_size, resize_size), decode_size=resize_size)
+        super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
 
 
 class ClassificationPresetTrain(_Preset):
@@ -127,13 +128,15 @@ class ClassificationPresetTrain(_Preset):
         resize_size: int | None = None,
         augment: Augment = "imagenet",
         padding: int = 4,
+        interpolation: str = "bilinear",
     ) -> None:
+        mode = InterpolationMode(interpolation)
         if augment == "none":
             resize_size = resize_size or round(crop_size / 0.875)
-            super().__init__(_eval_steps(crop_size, resize_size), decode_size=resize_size)
+            super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
             return
         if augment == "imagenet":
-            steps = [_RandomResizedCrop(crop_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)]
+            steps = [_RandomResizedCrop(crop_size, RRC_SCALE, RRC_RATIO, mode, antialias=True)]
             # Decoded with a short side of at least this, even the smallest crop is >= crop_size
             # pixels wide and high, so every crop is still scaled down, as from the full image.
             decode_size = math.ceil(crop_size / _RRC_MIN_SIDE)
@@ -141,7 +144,7 @@ class ClassificationPresetTrain(_Preset):
             steps = [T.RandomCrop(crop_size, padding=padding, pad_if_needed=True)]
             decode_size = 0  # crops pixels 1:1: needs the full image
         elif augment == "flip":
-            steps = [T.Resize(resize_size or crop_size, antialias=True), T.CenterCrop(crop_size)]
+            steps = [T.Resize(resize_size or crop_size, mode, antialias=True), T.CenterCrop(crop_size)]
             decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")

@@ -128,6 +128,20 @@ def torchvision_weights(name: str, net: ClassifierNet):
         ) from None
 
 
+def torchvision_weights_of(weights: str, net: ClassifierNet):
+    """The torchvision weights member ``weights`` means for ``net``: its name, or a file of that
+    member's own file name (as torch.hub saves it, e.g. ``resnet50-11ad3fa6.pth``); else None."""
+    if not is_weights_path(weights):
+        return torchvision_weights(weights, net)
+    enum = get_model_weights(net.weights_family) if net.weights_family else None
+    name = Path(weights).name
+    return next((member for member in enum or [] if _file_name(member) == name), None)
+
+
+def _file_name(enum_member) -> str:
+    return os.path.basename(urlparse(enum_member.url).path)
+
+
 def _valid_names(enum) -> str:
     if enum is None:
         return "the names torchvision.models.get_model_weights(<model>) lists (e.g. AlexNet_Weights.DEFAULT)"
@@ -137,7 +151,7 @@ def _valid_names(enum) -> str:
 
 def torchvision_cache_file(enum_member) -> Path:
     """Where torch.hub keeps (and first looks for) the file of a torchvision weights member."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum_member.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / _file_name(enum_member)
 
 
 def download_torchvision_weights(enum_member, progress: bool = True) -> dict[str, Tensor]:

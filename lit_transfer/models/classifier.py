@@ -16,6 +16,7 @@ from lit_transfer.errors import UserError, first_line
 from lit_transfer.files import safe_load
 from lit_transfer.finetune.weights import init_from_checkpoint
 from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.preprocessing import Preprocessing
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
@@ -117,6 +118,11 @@ class ImageClassifier(LightningModule):
         with the head left new; subclasses add pretrained weights."""
         if self.init_from:
             init_from_checkpoint(self.net, self.init_from)
+
+    def expected_input(self) -> Preprocessing | None:
+        """The input the net expects (``ClassifierNet.preprocessing``); subclasses with pretrained
+        weights say what those were trained with. The CLI hands it to the data module (``follow``)."""
+        return self.net.preprocessing
 
     def initial_weight_files(self) -> list[tuple[str, str]]:
         """``(what, path)`` of the local files ``load_initial_weights`` will read; subclasses add theirs."""

@@ -12,8 +12,15 @@ from lit_transfer.errors import UserError
 from lit_transfer.finetune.feature_cache import FeatureCache
 from lit_transfer.finetune.freezing import FinetuneMode, finetuning_callbacks
 from lit_transfer.finetune.param_groups import check_options, describe, optimizer_groups, parse_param_groups
-from lit_transfer.finetune.weights import LoadReport, is_weights_path, load_pretrained, torchvision_weights
+from lit_transfer.finetune.weights import (
+    LoadReport,
+    is_weights_path,
+    load_pretrained,
+    torchvision_weights,
+    torchvision_weights_of,
+)
 from lit_transfer.models.classifier import ImageClassifier, NetFactory
+from lit_transfer.preprocessing import Preprocessing
 
 
 class FineTuneClassifier(ImageClassifier):
@@ -73,6 +80,12 @@ class FineTuneClassifier(ImageClassifier):
         when a run starts without restoring a checkpoint."""
         self.weights_report = load_pretrained(self.net, self.weights)
         super().load_initial_weights()
+
+    def expected_input(self) -> Preprocessing | None:
+        """What the torchvision weights ``weights`` names (or whose file it is, known by its file
+        name, e.g. ``resnet50-11ad3fa6.pth``) were trained with, else what the net declares."""
+        member = torchvision_weights_of(self.weights, self.net) if self.weights is not None else None
+        return (Preprocessing.of_torchvision(member) if member is not None else None) or super().expected_input()
 
     def initial_weight_files(self) -> list[tuple[str, str]]:
         own = [("weights file", self.weights)] if self.weights is not None and is_weights_path(self.weights) else []

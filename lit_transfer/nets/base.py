@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_transfer.errors import UserError
+from lit_transfer.preprocessing import Preprocessing
 
 # What a config writes for the net's classifier, whatever the net calls it.
 HEAD_ALIAS = "head"
@@ -19,7 +20,7 @@ class ClassifierNet(nn.Module):
     pretrained weights it takes: the one door through which the rest of lit_transfer asks about a net.
 
     Subclasses set ``head_name`` (the dotted name of the classification layer), may set
-    ``weights_family`` and may override ``stages()``. The head is the last operation of ``forward``,
+    ``weights_family`` and ``preprocessing`` and may override ``stages()``. The head is the last operation of ``forward``,
     so the net splits into ``forward_features`` (everything before the head) and ``forward_head``; a
     net where something follows the head overrides both.
     """
@@ -29,6 +30,10 @@ class ClassifierNet(nn.Module):
     #: The torchvision model whose weights enum gives names such as ``DEFAULT`` or ``IMAGENET1K_V1``
     #: their meaning for this net (``alexnet``, ``resnet50``); None: it takes weight files only.
     weights_family: str | None = None
+    #: The input the net expects (resize, crop, interpolation, mean, std; ``lit_transfer.preprocessing``),
+    #: e.g. the normalisation its weights were trained with; the data module takes what its config
+    #: leaves unset. None: the net says nothing (torchvision nets: their weights say it instead).
+    preprocessing: Preprocessing | None = None
 
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.head_name)
