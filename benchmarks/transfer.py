@@ -13,9 +13,13 @@ normalisation; the recipes differ only in what trains:
 Read from each run's TensorBoard events: val/acc after every epoch and the wall time at which it was
 logged (from the process start: start-up, weight loading and the feature cache included). Reported:
 the best val/acc, the time to reach ``--target`` (None when never), and the wall time of the run.
+``--image_sizes`` and ``--lrs`` run every combination; ``--lr_find`` adds a run at the rate
+``python -m lit_transfer lr_find`` suggests for the recipe (searched from the first of ``--lrs``).
 
     python -m benchmarks.transfer --data ../shared/data                     # ants vs bees, every recipe
     python -m benchmarks.transfer --data ../shared/data --tasks catsdogs --recipes frozen_cached full
+    python -m benchmarks.transfer --data ../shared/data --recipes frozen_cached --image_sizes 224 256 \
+        --lrs 0.003 0.01 0.03 --lr_find --epochs 6 --out benchmarks/results/transfer_frozen_hymenoptera.json
 
 Data: ``<data>/hymenoptera_data`` (train 245 / val 153) and ``<data>/dogs_vs_cats_kaggle_subset/train``
 (2002 photos, split 1602/400). A task whose folder is missing is skipped, said in the output.
@@ -23,6 +27,8 @@ Data: ``<data>/hymenoptera_data`` (train 245 / val 153) and ``<data>/dogs_vs_cat
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,18 +77,22 @@ def recipe_args(recipe: str, lr: float) -> list[str]:
     raise ValueError(f"unknown recipe {recipe!r}")
 
 
-def run_recipe(task: str, data_root: Path, recipe: str, lr: float, epochs: int, root: Path) -> dict:
+def recipe_command(
+    task: str, data_root: Path, recipe: str, lr: float, epochs: int, image_size: int, root: Path
+) -> list[str]:
+    """``fit`` (or, with ``lr_find`` in front instead, the lr finder) for one recipe of one task."""
     config, _ = TASKS[task]
-    args = [
-        "fit",
+    return [
         "--config",
         str(REPO / "configs" / config),
         "--data.root",
         str(data_root),
         "--data.num_workers",
         "2",
+        "--data.image_size",
+        str(image_size),
         "--run_name",
-        f"{task}-{recipe}",
+        f"{task}-{recipe}-{image_size}-{lr:g}",
         *cli_args(),
         "--model.param_groups",
         "null",
@@ -102,19 +112,32 @@ def run_recipe(task: str, data_root: Path, recipe: str, lr: float, epochs: int, 
         str(root),
         *recipe_args(recipe, lr),
     ]
+
+
+def suggested_lr(task: str, data_root: Path, recipe: str, lr: float, epochs: int, image_size: int, root: Path) -> float:
+    """What ``python -m lit_transfer lr_find`` suggests for the recipe, starting from ``lr``."""
+    args = ["lr_find", *recipe_command(task, data_root, recipe, lr, epochs, image_size, root)]
+    done = subprocess.run([sys.executable, "-m", "lit_transfer", *args], cwd=REPO, capture_output=True, text=True)
+    found = re.search(r"suggested lr ([0-9.e-]+)", done.stdout + done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"lr_find failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return float(found[1])
+
+
+def run_recipe(task: str, data_root: Path, recipe: str, lr: float, epochs: int, image_size: int, root: Path) -> dict:
+    args = ["fit", *recipe_command(task, data_root, recipe, lr, epochs, image_size, root)]
+    key = {"task": task, "recipe": recipe, "image_size": image_size, "lr": lr}
     start = time.time()
     done = subprocess.run([sys.executable, "-m", "lit_transfer", *args], cwd=REPO, capture_output=True, text=True)
     wall = time.time() - start
     if done.returncode != 0:
-        return {"task": task, "recipe": recipe, "lr": lr, "error": done.stderr.strip().splitlines()[-1:]}
-    (run,) = (root / "lightning_logs" / f"{task}-{recipe}").glob("version_*")
+        return {**key, "error": done.stderr.strip().splitlines()[-1:]}
+    (run,) = (root / "lightning_logs" / f"{task}-{recipe}-{image_size}-{lr:g}").glob("version_*")
     events = EventAccumulator(str(run))
     events.Reload()
     accuracy = events.Scalars("val/acc")
     return {
-        "task": task,
-        "recipe": recipe,
-        "lr": lr,
+        **key,
         "epochs": epochs,
         "val_acc": [round(e.value, 4) for e in accuracy],
         "seconds_at_epoch": [round(e.wall_time - start, 1) for e in accuracy],
@@ -135,14 +158,15 @@ def print_table(report: dict) -> None:
         (
             r["task"],
             r["recipe"],
-            r["lr"],
+            r.get("image_size"),
+            f"{r['lr']:.3g}" + (" (lr_find)" if r.get("lr_from") == "lr_find" else ""),
             r.get("best_val_acc", "error"),
             time_to(r, target),
             r.get("wall_seconds"),
         )
         for r in report["runs"]
     ]
-    print(format_table(["task", "recipe", "lr", "best val/acc", f"s to {target}", "wall s"], rows))
+    print(format_table(["task", "recipe", "size", "lr", "best val/acc", f"s to {target}", "wall s"], rows))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,7 +175,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", nargs="+", default=["hymenoptera"], choices=list(TASKS))
     parser.add_argument("--recipes", nargs="+", default=["frozen_cached", "full", "groups", "gradual"])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=None, help="the head's lr (default: per recipe)")
+    parser.add_argument(
+        "--lrs", type=float, nargs="+", default=None, help="the head's lrs to try (default: per recipe)"
+    )
+    parser.add_argument("--image_sizes", type=int, nargs="+", default=[224], help="data.image_size of the runs")
+    parser.add_argument(
+        "--lr_find", action="store_true", help="also run each recipe at what lr_find suggests (from the first lr)"
+    )
     parser.add_argument("--target", type=float, default=0.95, help="val/acc whose time is reported")
     add_out_option(parser, "transfer.json")
     args = parser.parse_args(argv)
@@ -163,10 +193,16 @@ def main(argv: list[str] | None = None) -> dict:
             if not data_root.is_dir():
                 print(f"skipped {task}: no data at {data_root}", flush=True)
                 continue
-            for recipe in args.recipes:
-                result = run_recipe(task, data_root, recipe, args.lr or default_lr[recipe], args.epochs, Path(tmp))
-                print(result, flush=True)
-                runs.append(result)
+            for recipe, size in itertools.product(args.recipes, args.image_sizes):
+                lrs = args.lrs or [default_lr[recipe]]
+                setting = (task, data_root, recipe)
+                for lr in lrs:
+                    runs.append(run_recipe(*setting, lr, args.epochs, size, Path(tmp)))
+                    print(runs[-1], flush=True)
+                if args.lr_find:
+                    found = suggested_lr(*setting, lrs[0], args.epochs, size, Path(tmp))
+                    runs.append({**run_recipe(*setting, found, args.epochs, size, Path(tmp)), "lr_from": "lr_find"})
+                    print(runs[-1], flush=True)
     report = {"benchmark": "transfer", "target": args.target, "runs": runs, "machine": machine()}
     return publish(report, args.out, print_table)
 

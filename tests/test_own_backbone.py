@@ -12,6 +12,7 @@ from lit_transfer.data.images import load_image
 from lit_transfer.data.presets import ClassificationPresetEval, Normalize
 from lit_transfer.finetune.weights import load_pretrained, read_weights
 from tests.conftest import (
+    CATSDOGS_CONFIG,
     FROZEN_CACHED,
     HYMENOPTERA_CONFIG,
     SHARED_DATA,
@@ -92,8 +93,8 @@ def test_freezing_groups_and_unfreezing_work_through_the_cli(class_folder, tmp_p
 @pytest.mark.slow
 @pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason=f"real images not found in {HYMENOPTERA}")
 def test_the_frozen_backbone_on_cached_features_learns_ants_and_bees(tmp_path, run_cli):
-    """The README's "Your own backbone" command (under a minute on 2 CPU cores): 0.9477 measured; the
-    issue's goal, 0.95, is not reached yet, so the floor is what it reaches today."""
+    """The README's "Your own backbone" command (about 25 s on 2 CPU cores): the issue's goal for the
+    frozen feature extractor, 0.95 (0.9608 measured by benchmarks/transfer.py at every lr tried)."""
     cli = run_cli(
         "fit",
         "--config",
@@ -102,12 +103,50 @@ def test_the_frozen_backbone_on_cached_features_learns_ants_and_bees(tmp_path, r
         str(HYMENOPTERA),
         *cli_args(),
         *FROZEN_CACHED,
+        "--data.image_size",
+        "256",
         "--model.optimizer.lr",
-        "0.003",
+        "0.01",
         "--trainer.max_epochs",
-        "20",
+        "6",
         "--model.lr_scheduler.T_max",
-        "20",
+        "6",
         *quiet_run_args(tmp_path),
     )
-    assert cli.trainer.checkpoint_callback.best_model_score >= 0.94
+    assert cli.trainer.checkpoint_callback.best_model_score >= 0.95
+
+
+CATSDOGS = SHARED_DATA / "dogs_vs_cats_kaggle_subset" / "train"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CATSDOGS.is_dir(), reason=f"real images not found in {CATSDOGS}")
+def test_the_frozen_backbone_on_cached_features_tells_cats_from_dogs(tmp_path, run_cli):
+    """The cats/dogs task config with the packaged backbone frozen (about 100 s on 2 CPU cores, nearly
+    all of it the cache): 0.990 measured by benchmarks/transfer.py; the issue's goal, 0.993, is not
+    reached by a frozen Lite0, so the floor is what it reaches."""
+    cli = run_cli(
+        "fit",
+        "--config",
+        CATSDOGS_CONFIG,
+        "--data.root",
+        str(CATSDOGS),
+        "--data.num_workers",
+        "2",
+        *cli_args(),
+        "--model.param_groups",
+        "null",
+        *FROZEN_CACHED,
+        "--data.image_size",
+        "256",
+        "--model.optimizer.lr",
+        "0.01",
+        "--model.lr_scheduler",
+        "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "--model.lr_scheduler.T_max",
+        "6",
+        "--trainer.max_epochs",
+        "6",
+        *quiet_run_args(tmp_path),
+    )
+    assert cli.trainer.checkpoint_callback.best_model_score >= 0.985
