@@ -22,6 +22,15 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 
 
+# The share of the resized image the center crop keeps when no resize size is given (256 for 224).
+CROP_FRACTION = 0.875
+
+
+def eval_resize_size(image_size: int, resize_size: int | None) -> int:
+    """The short side images are resized to before the center crop of ``image_size``."""
+    return resize_size or round(image_size / CROP_FRACTION)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """The evaluation transform and normalisation a net expects; a field left None is not said.

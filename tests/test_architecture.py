@@ -24,7 +24,8 @@ ALLOWED = {
     "callbacks": FOUNDATION | {"nets", "data", "finetune", "callbacks"},
     "models": FOUNDATION | {"nets", "data", "finetune", "models"},
     "accelerators": FOUNDATION | {"accelerators"},
-    "cli": FOUNDATION | {"nets", "data", "finetune", "callbacks", "models", "accelerators", "cli"},
+    "export": FOUNDATION | {"export"},
+    "cli": FOUNDATION | {"nets", "data", "finetune", "callbacks", "models", "accelerators", "export", "cli"},
 }
 
 

@@ -1,6 +1,6 @@
 """The command line: ``app`` composes LightningCLI with the project's classes, ``checkpoints`` says
 what ``--ckpt_path`` means, ``runs`` where runs go, ``errors`` turns a user's mistake into one line and
-exit status 2, ``overview`` is the top-level ``--help``. ``app`` (torch, Lightning) is imported only
+exit status 2, ``overview`` is the top-level ``--help``, ``export`` writes a checkpoint's net for deployment. ``app`` (torch, Lightning) is imported only
 when a subcommand runs."""
 
 from __future__ import annotations
@@ -17,8 +17,16 @@ __all__ = ["LitTransferCLI", "main"]
 
 
 def main(args: list[str] | None = None) -> LitTransferCLI | None:
-    if asks_for_overview(list(sys.argv[1:] if args is None else args)):
+    args = list(sys.argv[1:] if args is None else args)
+    if asks_for_overview(args):
         print(overview(), end="")
+        return None
+    if args[:1] == ["export"]:  # plain argparse: it needs no config, data or trainer
+        from lit_transfer.cli import export
+        from lit_transfer.cli.errors import user_errors_exit
+
+        with user_errors_exit():
+            export.main(args[1:])
         return None
     from lit_transfer.cli import app
 

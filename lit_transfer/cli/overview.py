@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "test": "evaluate a checkpoint on the test images (val/ when there is no test/)",
     "predict": "write a CSV of class predictions for --data.predict_root (a file or a folder)",
     "lr_find": "suggest a learning rate (Lightning's range test; groups scaled together)",
+    "export": "write a checkpoint's net as ONNX, TorchScript or a torch.export program, checked against it",
 }
 
 
@@ -49,5 +50,6 @@ examples:
   {prog} fit --config configs/demo.yaml
   {prog} fit --config configs/demo.yaml --ckpt_path last
   {prog} predict --ckpt_path <run>/checkpoints/last.ckpt --data.predict_root <images>
+  {prog} export --ckpt_path <run>/checkpoints/last.ckpt --format onnx
   {prog} fit --data.help lit_transfer.data.ImageFolderDataModule
 """

@@ -95,22 +95,25 @@ def _model_of(settings: dict[str, Any]) -> tuple[str, str]:
     return model, _class_name(settings.get("net") or {})
 
 
-def last_of_run(root: str | None, name: str, model: Any) -> Checkpoint:
+def last_of_run(root: str | None, name: str, model: Any, full_state: bool = True) -> Checkpoint:
     """``--ckpt_path last``: the newest sound checkpoint of the runs named ``name`` under ``root`` that
-    holds a whole training state and was trained with the model and net of ``model`` (the parsed
-    ``model`` settings). Damaged checkpoints and other models' are passed over, each said."""
+    holds a whole training state (unless ``full_state`` is false) and was trained with the model and
+    net of ``model`` (the parsed ``model`` settings; None: any). Damaged checkpoints and other models'
+    are passed over, each said."""
     folder = Path(root or ".") / LOGS / name
-    wanted = (_class_name(model), _class_name((model.get("init_args") or {}).get("net") or {}))
+    wanted = (
+        None if model is None else (_class_name(model), _class_name((model.get("init_args") or {}).get("net") or {}))
+    )
     for path in newest_complete(folder.glob("version_*/checkpoints/*.ckpt")):
         try:
             checkpoint = Checkpoint.read(path)
         except UserError as err:
             print(f"--ckpt_path last: passing over {path}: {err}")
             continue
-        if not checkpoint.full_state:  # a "best" checkpoint: weights only
+        if full_state and not checkpoint.full_state:  # a "best" checkpoint: weights only
             continue
         found = _model_of(checkpoint.model_settings)
-        if found != wanted:
+        if wanted is not None and found != wanted:
             print(f"--ckpt_path last: passing over {path}: trained with {'/'.join(found)}, not {'/'.join(wanted)}")
             continue
         print(f"--ckpt_path last: using {path}")

@@ -18,6 +18,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
+from lit_transfer.preprocessing import eval_resize_size
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The CIFAR-10 tutorial's values (its std is the commonly copied 0.2023/0.1994/0.2010, not the
@@ -114,7 +116,7 @@ class ClassificationPresetEval(_Preset):
     """Resize the short side to ``resize_size`` (with ``interpolation``), center-crop ``crop_size``."""
 
     def __init__(self, crop_size: int, resize_size: int | None = None, interpolation: str = "bilinear") -> None:
-        resize_size = resize_size or round(crop_size / 0.875)
+        resize_size = eval_resize_size(crop_size, resize_size)
         # Resize makes the short side resize_size: any decode at least that large gives the same output.
         super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
 
@@ -132,7 +134,7 @@ class ClassificationPresetTrain(_Preset):
     ) -> None:
         mode = InterpolationMode(interpolation)
         if augment == "none":
-            resize_size = resize_size or round(crop_size / 0.875)
+            resize_size = eval_resize_size(crop_size, resize_size)
             super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
             return
         if augment == "imagenet":
