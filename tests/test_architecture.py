@@ -25,7 +25,8 @@ ALLOWED = {
     "models": FOUNDATION | {"nets", "data", "finetune", "models"},
     "accelerators": FOUNDATION | {"accelerators"},
     "export": FOUNDATION | {"export"},
-    "cli": FOUNDATION | {"nets", "data", "finetune", "callbacks", "models", "accelerators", "export", "cli"},
+    "deploy": set(),  # no torch, nothing of lit_transfer: onnxruntime, numpy and Pillow only
+    "cli": FOUNDATION | {"nets", "data", "finetune", "callbacks", "models", "accelerators", "export", "deploy", "cli"},
 }
 
 
@@ -36,7 +37,7 @@ def _layer(path: Path) -> str:
 
 def _modules() -> list[Path]:
     """Every module but the package's own ``__init__`` and ``__main__`` (the entry point)."""
-    return [p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem in FOUNDATION]
+    return [p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem in FOUNDATION | {"deploy"}]
 
 
 def _imported_layers(tree: ast.AST) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from lit_transfer.cli.args import arg_value
 from lit_transfer.cli.overview import asks_for_overview, overview
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ def main(args: list[str] | None = None) -> LitTransferCLI | None:
 
         with user_errors_exit():
             export.main(args[1:])
+        return None
+    if args[:1] == ["predict"] and str(arg_value(args, "--ckpt_path")).endswith(".onnx"):
+        from lit_transfer.cli.onnx_predict import predict_onnx
+
+        predict_onnx(args[1:])
         return None
     from lit_transfer.cli import app
 

@@ -27,7 +27,8 @@ from lit_transfer.callbacks import (
     RunLogger,
     ValidationReport,
 )
-from lit_transfer.cli.checkpoints import CKPT_FLAG, Checkpoint, arg_value, read_checkpoint, with_checkpoint
+from lit_transfer.cli.args import arg_value
+from lit_transfer.cli.checkpoints import CKPT_FLAG, Checkpoint, read_checkpoint, with_checkpoint
 from lit_transfer.cli.errors import Parser, checkpoint_mismatch, program_name, trainer_settings_error, user_errors_exit
 from lit_transfer.cli.quiet import quiet_third_party
 from lit_transfer.cli.runs import LOGS, RunFolder, last_of_run, run_name, run_to_continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lit_transfer.cli.args import arg_value
 from lit_transfer.cli.errors import renamed_class_path
 from lit_transfer.errors import UserError, some
 from lit_transfer.files import non_finite, safe_load
@@ -65,17 +66,6 @@ class Checkpoint:
                 init_args = {k: v for k, v in settings.items() if not k.startswith("_")}
                 arguments += [flag, json.dumps({"class_path": class_path, "init_args": init_args})]
         return arguments
-
-
-def arg_value(args: list[str], name: str) -> str | None:
-    """The value of ``name`` in ``args`` (``--name value`` or ``--name=value``), the last one given."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
 
 
 def read_checkpoint(ckpt_path: str) -> Checkpoint:
