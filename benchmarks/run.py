@@ -11,6 +11,7 @@ Each benchmark compares two things in one run, taking turns so that both see the
   compute         each task's net: training GFLOP/s against the matmul peak, NCHW and channels_last (benchmarks/compute.py)
   feature_cache   frozen-backbone epochs with and without the feature cache (benchmarks/feature_cache.py)
   cli_startup     seconds to print the top-level --help against fit --help (benchmarks/cli_startup.py)
+  deploy_speed    predicting with the exported ONNX and TorchScript files against eager (benchmarks/deploy_speed.py)
 and each runs in a child process, whose peak resident set size is read from the kernel (``os.wait4``'s
 ``ru_maxrss``: the largest single process of that benchmark, DataLoader workers included).
 Without the data folder, every benchmark generates synthetic images and says so.
@@ -48,9 +49,10 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--epochs", "1", "--image-size", "32", "--num-workers", "0"],
     ),
     "cli_startup": ("benchmarks.cli_startup", [], ["--repeats", "1"]),
+    "deploy_speed": ("benchmarks.deploy_speed", [], ["--nets", "simple_cnn", "--repeats", "1"]),
 }
 USES_DATA = {"training_loop", "input_pipeline", "feature_cache"}
-GOALS = {"training_loop": 0.97, "input_pipeline": 2.0}
+GOALS = {"training_loop": 0.97, "input_pipeline": 2.0, "deploy_speed": 1.5}
 
 
 def run_child(module: str, args: list[str]) -> tuple[int, float, float]:
@@ -154,6 +156,18 @@ def summary_rows(results: dict) -> list[dict]:
             r["lit-transfer --help"],
             round(r["lit-transfer fit --help"] / r["lit-transfer --help"], 1),
         )
+    if "deploy_speed" in results and "report" in results["deploy_speed"]:
+        for net in results["deploy_speed"]["report"]["results"]:
+            add(
+                "deploy_speed",
+                f"{net['net']}, batch {net['batch']}: predict img/s (share of the {net['matmul_peak_gflops']} GFLOP/s matmul peak)",
+                "eager",
+                f"{net['eager']['images_per_second']} ({net['eager']['share_of_peak']:.0%})",
+                "onnxruntime",
+                f"{net['onnx']['images_per_second']} ({net['onnx']['share_of_peak']:.0%})",
+                net["onnx"]["ratio_to_eager"],
+                GOALS["deploy_speed"],
+            )
     return rows
 
 
