@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from lit_transfer.cli.export import random_batches
-from lit_transfer.export import FORMATS, load_runner
+from lit_transfer.export import FORMATS, Deployable, compare, load_runner, write
 from lit_transfer.export.formats import METADATA_KEY
 from lit_transfer.models import ImageClassifier
 from tests.conftest import (
     SHARED_DATA,
+    alexnet_task_args,
     catsdogs_resnet18_args,
     exit_message,
     last_checkpoint,
+    quiet_run_args,
     run_folder,
     tiny_demo_args,
 )
@@ -152,3 +154,52 @@ def test_a_torchvision_net_agrees_on_every_real_validation_image(class_folder, t
 
 def test_random_batches_are_the_same_every_time():
     assert all(torch.equal(a, b) for a, b in zip(random_batches(8), random_batches(8)))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit: TorchScript is deprecated
+@pytest.mark.skipif(not HYMENOPTERA_VAL.is_dir(), reason=f"real images not found in {HYMENOPTERA_VAL}")
+@pytest.mark.parametrize("task", ["cifar10", "hymenoptera", "catsdogs"])
+def test_each_tasks_checkpoint_exports_in_each_format_and_agrees_on_real_photos(
+    task, class_folder, tmp_path, run_cli, capsys, monkeypatch
+):
+    """Each task config's net (random weights, one short epoch on generated images: AlexNet32 on fake
+    CIFAR-10, AlexNet at 64 px, ResNet18 for ResNet50 at 32 px), exported in every format, agrees with
+    its checkpoint on all 153 real ants/bees validation photos."""
+    if task == "cifar10":
+        import torchvision
+
+        from tests.test_cifar import CONFIG, write_fake_cifar10
+
+        monkeypatch.setattr(
+            torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: Path(fpath).is_file()
+        )
+        root = write_fake_cifar10(tmp_path / "cifar")
+        args = ["fit", "--config", CONFIG, "--data.root", str(root), "--data.val_size", "5", "--data.num_workers", "0"]
+        run_cli(*args, "--trainer.max_epochs", "1", *quiet_run_args(tmp_path))
+    elif task == "hymenoptera":
+        run_cli(*alexnet_task_args(class_folder, tmp_path, "--model.weights", "null"))
+    else:
+        run_cli(*catsdogs_resnet18_args(class_folder, tmp_path, "--trainer.max_epochs", "1"))
+    ckpt = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
+    for fmt in FORMATS:
+        run_cli("export", "--ckpt_path", str(ckpt), "--format", fmt, "--verify", str(HYMENOPTERA_VAL))
+        out = capsys.readouterr().out
+        assert f"checked on {HYMENOPTERA_VAL}: top-1 agrees on 153 of 153 images (100.0 %)" in out, (task, fmt)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit: TorchScript is deprecated
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_a_users_own_net_exports_from_channels_last_and_training_mode(fmt, tmp_path):
+    """The README's own-backbone example (EfficientNet-Lite0: BatchNorm, dropout, its own padding) left
+    in training mode and channels_last, as a run may leave it: the file computes the eval-mode net."""
+    lite = pytest.importorskip("benchmarks.efficientnet_lite", reason="the test extra")
+    pytest.importorskip("efficientnet_lite_pytorch", reason="the test extra")
+    torch.manual_seed(0)
+    net = lite.EfficientNetLite0(num_classes=3).train().to(memory_format=torch.channels_last)
+    deployable = Deployable(net, (0.5,) * 3, (0.5,) * 3)
+    assert not deployable.training and not net.training
+    assert all(p.is_contiguous() for p in deployable.parameters())
+    batches = random_batches(64)
+    files = write(deployable, batches[0], fmt, tmp_path / f"lite{FORMATS[fmt]}", {"class_names": ["a", "b", "c"]})
+    parity = compare(deployable, load_runner(fmt, files[0]), batches)
+    assert parity.holds, parity.describe()
