@@ -107,7 +107,8 @@ class OnnxClassifier:
 
 
 def list_images(root: str | Path) -> list[Path]:
-    """A file, or every image file below a folder, sorted (as ``predict`` from a checkpoint lists them)."""
+    """A file, or every image file below a folder, sorted: ``lit_transfer.data.images.list_images``, which
+    imports torch, restated here."""
     root = Path(root).expanduser()
     if root.is_file():
         return [root]
