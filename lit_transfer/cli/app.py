@@ -22,6 +22,7 @@ from lit_transfer.accelerators import prepare_trainer_kwargs  # also registers "
 from lit_transfer.callbacks import (
     AtomicCheckpointIO,
     ChannelsLast,
+    EarlyStop,
     PredictionCSVWriter,
     RNGStateCheckpoint,
     RunLogger,
@@ -120,6 +121,8 @@ class LitTransferCLI(LightningCLI):
                 "step_checkpoint.every_n_epochs": 0,
             }
         )
+        # Off until --early_stopping.monitor names a metric (callbacks/early_stopping.py).
+        parser.add_lightning_class_args(EarlyStop, "early_stopping")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(ValidationReport, "report")
         parser.add_lightning_class_args(ChannelsLast, "channels_last")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -64,6 +65,8 @@ class ImageClassifier(LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss, from 0.0 (none) to 1.0.
         init_from: checkpoint of an earlier run to start the net from, all but its head (left new,
             so the class count may differ); not read when a checkpoint is restored.
+        tta: test-time augmentation of validation, test and predict: ``none``, or ``hflip`` (the
+            mean of the probabilities of each image and its mirror; the loss and accuracy use it too).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class ImageClassifier(LightningModule):
         scheduler_interval: Literal["epoch", "step"] | None = None,
         label_smoothing: float = 0.0,
         init_from: str | None = None,
+        tta: Literal["none", "hflip"] = "none",
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -108,6 +112,9 @@ class ImageClassifier(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.init_from = init_from
+        if tta not in ("none", "hflip"):
+            raise UserError(f"unknown model.tta {tta!r}: use none or hflip")
+        self.tta = tta
         self._initial_weights_done = False
 
     # -- initial weights ----------------------------------------------------------------------
@@ -169,9 +176,18 @@ class ImageClassifier(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def evaluation_logits(self, x: Tensor) -> Tensor:
+        """The logits of validation, test and predict: the net's, or with ``tta: hflip`` the log of the
+        mean probabilities of the images and their mirrors (logits of those probabilities, so the loss,
+        the metrics and the softmax of predict all use the averaged prediction)."""
+        if self.tta == "none":
+            return self(x)
+        both = torch.stack([self(x).log_softmax(-1), self(x.flip(-1)).log_softmax(-1)])
+        return torch.logsumexp(both, dim=0) - math.log(2)
+
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if stage == "train" else self.evaluation_logits(x)
         loss = self.criterion(logits, y)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y)
@@ -200,7 +216,7 @@ class ImageClassifier(LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Any]:
         x, paths = batch
-        probabilities = self(x).softmax(dim=-1)
+        probabilities = self.evaluation_logits(x).softmax(dim=-1)
         top_p, top_i = probabilities.max(dim=-1)
         return {
             "paths": list(paths),

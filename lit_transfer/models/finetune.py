@@ -72,6 +72,8 @@ class FineTuneClassifier(ImageClassifier):
             raise UserError(
                 "feature_cache needs a backbone that stays frozen: finetune: feature_extractor and no unfreeze"
             )
+        if feature_cache and self.tta != "none":
+            raise UserError("tta flips images, and feature_cache validates on features: use one of them (tta: none)")
         self.cached_features = FeatureCache() if feature_cache else None
 
     def load_initial_weights(self) -> None:

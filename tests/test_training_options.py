@@ -1,0 +1,133 @@
+"""Training options from the config: early stopping (an option group, off by default, resumable) and
+test-time augmentation (``model.tta: hflip``)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lit_transfer.callbacks import EarlyStop
+from lit_transfer.models import FineTuneClassifier, ImageClassifier
+from lit_transfer.nets import SimpleCNN
+from tests.conftest import exit_message, last_checkpoint, tiny_demo_args
+
+
+class ScoreByEpoch(LightningModule):
+    """Logs ``score`` = ``scores[epoch]`` at each validation: a crafted metric."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = scores
+        self.layer = nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", self.scores[self.current_epoch])
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(2, 1)), batch_size=2)
+
+    val_dataloader = train_dataloader
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit(scores, callback, tmp_path, max_epochs=None, ckpt_path=None) -> Trainer:
+    trainer = Trainer(
+        max_epochs=max_epochs or len(scores),
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(ScoreByEpoch(scores), ckpt_path=ckpt_path)
+    return trainer
+
+
+SCORES = [0.1, 0.5, 0.6, 0.55, 0.6, 0.58, 0.9, 0.95]  # best 0.6 at epoch 2, then 3 epochs without a gain
+
+
+def test_early_stopping_stops_when_the_metric_stops_improving(tmp_path):
+    trainer = fit(SCORES, EarlyStop(monitor="score", patience=3, mode="max"), tmp_path)
+    assert trainer.current_epoch == 6  # epochs 3, 4, 5 without improvement: stopped after epoch 5
+    assert float(trainer.early_stopping_callback.best_score) == pytest.approx(0.6)
+
+
+def test_without_a_monitor_it_is_off(tmp_path):
+    trainer = fit(SCORES, EarlyStop(), tmp_path)
+    assert trainer.current_epoch == len(SCORES) and not trainer.early_stopping_callback.enabled
+
+
+def test_the_mode_follows_the_metric():
+    assert EarlyStop("val/acc").mode == "max" and EarlyStop("val/loss").mode == "min"
+    assert EarlyStop("val/acc", mode="min").mode == "min"
+
+
+def test_a_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    first = Trainer(
+        max_epochs=4,
+        callbacks=[EarlyStop(monitor="score", patience=3, mode="max"), ModelCheckpoint(tmp_path, save_last=True)],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    first.fit(ScoreByEpoch(SCORES))
+    assert first.early_stopping_callback.wait_count == 1  # epoch 3 was no gain
+    resumed = fit(
+        SCORES, EarlyStop(monitor="score", patience=3, mode="max"), tmp_path, ckpt_path=tmp_path / "last.ckpt"
+    )
+    assert resumed.current_epoch == 6
+
+
+def test_the_cli_option_group(tmp_path, run_cli, capsys, caplog):
+    cli = run_cli(
+        "fit", *tiny_demo_args(tmp_path, "--early_stopping.monitor", "val/acc", "--early_stopping.patience", "0")
+    )
+    stop = cli.trainer.early_stopping_callback
+    assert stop.enabled and stop.mode == "max" and cli.trainer.current_epoch < 4  # the demo's 4 epochs, cut short
+    assert "early stopping after epoch" in caplog.text
+    saved = torch.load(last_checkpoint(tmp_path), weights_only=True)["callbacks"]
+    assert any(key.startswith("EarlyStop") for key in saved)
+    line = exit_message(run_cli, capsys, "fit", *tiny_demo_args(tmp_path, "--early_stopping.monitor", "val/nope"))
+    assert "early_stopping.monitor 'val/nope' is not a metric this run logs: use one of val/acc, val/loss" in line
+
+
+def test_hflip_tta_averages_the_probabilities_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = ImageClassifier(partial(SimpleCNN, width=8), num_classes=3, tta="hflip").eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = (model.net(x).softmax(-1) + model.net(x.flip(-1)).softmax(-1)) / 2
+        out = model.predict_step((x, ["a", "b", "c", "d"]), 0)["all_probabilities"]
+        plain = model.net(x).softmax(-1)
+    assert torch.allclose(out, expected, atol=1e-6) and not torch.allclose(out, plain, atol=1e-3)
+
+
+def test_tta_takes_part_in_validation_and_prediction_through_the_cli(tmp_path, run_cli):
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1", "--model.tta", "hflip"))
+    assert cli.model.tta == "hflip"
+    cli = run_cli(
+        "validate", "--ckpt_path", str(last_checkpoint(tmp_path)), "--model.tta", "none", *tiny_demo_args(tmp_path)[2:]
+    )
+    assert cli.model.tta == "none"  # the flag wins over the checkpoint's setting
+
+
+def test_tta_and_the_feature_cache_are_refused_together():
+    with pytest.raises(Exception, match="tta flips images, and feature_cache validates on features"):
+        FineTuneClassifier(
+            partial(SimpleCNN, width=8), num_classes=2, finetune="feature_extractor", feature_cache=True, tta="hflip"
+        )
