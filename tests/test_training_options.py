@@ -131,3 +131,50 @@ def test_tta_and_the_feature_cache_are_refused_together():
         FineTuneClassifier(
             partial(SimpleCNN, width=8), num_classes=2, finetune="feature_extractor", feature_cache=True, tta="hflip"
         )
+
+
+RANDAUGMENT = "[{class_path: torchvision.transforms.v2.RandAugment, init_args: {num_ops: 2, magnitude: 9}}]"
+
+
+def test_augmentations_from_the_config_follow_the_preset_and_stay_out_of_evaluation(class_folder):
+    from torchvision.transforms import v2 as T
+
+    from lit_transfer.data import ImageFolderDataModule
+
+    plain = ImageFolderDataModule(str(class_folder), num_workers=0, image_size=32, augment="none")
+    jitter = ImageFolderDataModule(
+        str(class_folder), num_workers=0, image_size=32, augment="none", augmentations=[T.ColorJitter(brightness=0.9)]
+    )
+    assert not plain.randomly_augmented and jitter.randomly_augmented
+    assert isinstance(jitter.train_transform().transforms[-1], T.ColorJitter)
+    assert str(jitter.eval_transform()) == str(plain.eval_transform())
+    plain.setup("fit")
+    jitter.setup("fit")
+    torch.manual_seed(0)
+    assert not torch.equal(jitter.train_set[0][0], plain.train_set[0][0])
+    assert torch.equal(jitter.val_set[0][0], plain.val_set[0][0])
+
+
+def test_augmentations_are_config_entries_saved_with_the_run_and_refused_with_the_feature_cache(
+    class_folder, tmp_path, run_cli, capsys
+):
+    from tests.conftest import FROZEN_CACHED, catsdogs_resnet18_args, predict_args
+
+    cli = run_cli(
+        *catsdogs_resnet18_args(
+            class_folder, tmp_path, "--trainer.max_epochs", "1", "--data.augmentations", RANDAUGMENT
+        )
+    )
+    assert type(cli.datamodule.train_transform().transforms[-1]).__name__ == "RandAugment"
+    saved = torch.load(last_checkpoint(tmp_path), weights_only=True)["datamodule_hyper_parameters"]["augmentations"]
+    assert saved[0]["class_path"] == "torchvision.transforms.v2.RandAugment" and saved[0]["init_args"]["num_ops"] == 2
+    run_cli(
+        *predict_args(
+            last_checkpoint(tmp_path), class_folder / "circle", tmp_path, "--trainer.enable_progress_bar", "false"
+        )
+    )
+    args = catsdogs_resnet18_args(
+        class_folder, tmp_path / "cached", *FROZEN_CACHED, "--data.augmentations", RANDAUGMENT
+    )
+    line = exit_message(run_cli, capsys, *args)
+    assert "feature_cache needs training images that are the same every epoch" in line and "1 now" in line

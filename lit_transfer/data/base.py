@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_transfer.data.images import ImageFiles, list_images
@@ -37,8 +39,9 @@ class ClassificationDataModule(LightningDataModule):
     - ``train_set``, ``val_set``, ``test_set``: the splits ``setup`` makes (labelled ``(image, label)``
       datasets). The loaders are made from them when Lightning asks, so a split replaced after
       ``setup`` (the feature cache's features) is what the loader serves;
-    - ``augment``: the training augmentation preset (``presets.Augment``); ``none`` means the
-      training images are the same every epoch;
+    - ``augment``: the training augmentation preset (``presets.Augment``), and ``augmentations``,
+      the transforms the config adds after it; ``randomly_augmented`` says whether the training
+      images change from epoch to epoch;
     - ``preprocessing``: the evaluation resize and crop and the normalisation in use: what the config
       gives, else what ``follow`` was told the net expects, else the module's own defaults;
     - ``follow(preprocessing)``: take the net's expected input (``lit_transfer.preprocessing``) for what the
@@ -62,6 +65,7 @@ class ClassificationDataModule(LightningDataModule):
         predict_root: str | None,
         given: Preprocessing,
         augment: Augment,
+        augmentations: Sequence[nn.Module] | None = None,
     ) -> None:
         super().__init__()
         check_given(given.image_size, given.resize_size, given.mean, given.std)
@@ -82,6 +86,7 @@ class ClassificationDataModule(LightningDataModule):
             )
         self.predict_root = predict_root
         self.augment = augment
+        self.augmentations = list(augmentations or [])
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -100,6 +105,11 @@ class ClassificationDataModule(LightningDataModule):
     @abstractmethod
     def eval_transform(self):
         """The deterministic transform used for validation, test and predict."""
+
+    @property
+    def randomly_augmented(self) -> bool:
+        """Whether a training image differs from epoch to epoch (a random preset or added transforms)."""
+        return self.augment != "none" or bool(self.augmentations)
 
     #: What a subclass uses for anything neither its config nor the net says.
     default_preprocessing = Preprocessing()

@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.error import URLError
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets import cifar as torchvision_cifar
@@ -85,6 +86,10 @@ class CIFARDataModule(ClassificationDataModule):
         augment: training augmentation of the 32x32 images: ``crop_flip`` (random crop with 4 px
             padding + flip, the tutorial's), ``imagenet`` (random resized crop + flip), ``flip``
             (flip only) or ``none`` (no augmentation, which the model's ``feature_cache`` needs).
+        augmentations: torchvision.transforms.v2 transforms applied to the training images after the
+            ``augment`` preset, each ``{class_path: torchvision.transforms.v2.RandAugment, init_args:
+            {...}}`` (RandAugment, TrivialAugmentWide, AutoAugment, ColorJitter, RandomErasing, any
+            transform that takes a uint8 image); null: none.
         predict_root: image file or folder of images (searched recursively) to predict, resized and
             center-cropped to 32x32; the class names then come from the checkpoint.
     """
@@ -102,11 +107,12 @@ class CIFARDataModule(ClassificationDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         augment: Augment = "crop_flip",
+        augmentations: list[nn.Module] | None = None,
         predict_root: str | None = None,
     ) -> None:
         # The images stay 32x32 whatever the net expects; mean and std may follow its weights.
         given = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, mean=mean, std=std, source="the data settings")
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment, augmentations)
         self.save_hyperparameters()
         if dataset not in _DATASETS:
             raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
@@ -179,7 +185,7 @@ class CIFARDataModule(ClassificationDataModule):
     )
 
     def train_transform(self):
-        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.augment)
+        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.augment, augmentations=self.augmentations)
 
     def eval_transform(self):
         # Resize + center crop are no-ops on CIFAR's 32x32 images but let predict take any image.

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 from torch.utils.data import Subset
 from torchvision.datasets import DatasetFolder, ImageFolder
 
@@ -187,6 +188,10 @@ class ImageFolderDataModule(ClassificationDataModule):
         augment: training augmentation: ``imagenet`` (random resized crop + flip), ``crop_flip``
             (random crop with 4 px padding + flip), ``flip`` (resize, center crop + flip) or ``none``
             (the evaluation transform, which the model's ``feature_cache`` needs).
+        augmentations: torchvision.transforms.v2 transforms applied to the training images after the
+            ``augment`` preset, each ``{class_path: torchvision.transforms.v2.RandAugment, init_args:
+            {...}}`` (RandAugment, TrivialAugmentWide, AutoAugment, ColorJitter, RandomErasing, any
+            transform that takes a uint8 image); null: none.
         val_fraction: share of each class's images held out for validation (layouts without a
             ``val/`` folder: ``class_folders``, ``file_prefix``); between 0 and 1.
         split_seed: seed of that train/val split; the same seed gives the same split.
@@ -219,6 +224,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         augment: Augment = "imagenet",
+        augmentations: list[nn.Module] | None = None,
         val_fraction: float = 0.2,
         split_seed: int = 42,
         predict_root: str | None = None,
@@ -231,7 +237,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         layout: Layout = "auto",
     ) -> None:
         given = Preprocessing(image_size, resize_size, interpolation, mean, std, source="the data settings")
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment)
+        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment, augmentations)
         self.save_hyperparameters()
         require(0 < val_fraction < 1, f"data.val_fraction is {val_fraction}: give a share between 0 and 1, e.g. 0.2")
         self.scan = scan
@@ -309,7 +315,9 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def train_transform(self):
         p = self.preprocessing
-        return ClassificationPresetTrain(p.image_size, p.resize_size, self.augment, interpolation=p.interpolation)
+        return ClassificationPresetTrain(
+            p.image_size, p.resize_size, self.augment, interpolation=p.interpolation, augmentations=self.augmentations
+        )
 
     def eval_transform(self):
         p = self.preprocessing

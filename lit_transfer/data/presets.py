@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
@@ -122,7 +123,9 @@ class ClassificationPresetEval(_Preset):
 
 
 class ClassificationPresetTrain(_Preset):
-    """The training pipeline for one of the ``Augment`` recipes."""
+    """The training pipeline for one of the ``Augment`` recipes, then ``augmentations`` (any
+    torchvision.transforms.v2 transforms that take a ``uint8`` image: RandAugment, TrivialAugmentWide,
+    ColorJitter, RandomErasing, ...)."""
 
     def __init__(
         self,
@@ -131,11 +134,13 @@ class ClassificationPresetTrain(_Preset):
         augment: Augment = "imagenet",
         padding: int = 4,
         interpolation: str = "bilinear",
+        augmentations: Sequence[nn.Module] = (),
     ) -> None:
         mode = InterpolationMode(interpolation)
         if augment == "none":
             resize_size = eval_resize_size(crop_size, resize_size)
-            super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
+            steps = _eval_steps(crop_size, resize_size, interpolation)
+            super().__init__(steps + list(augmentations), decode_size=resize_size)
             return
         if augment == "imagenet":
             steps = [_RandomResizedCrop(crop_size, RRC_SCALE, RRC_RATIO, mode, antialias=True)]
@@ -150,4 +155,4 @@ class ClassificationPresetTrain(_Preset):
             decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
-        super().__init__(steps + [_RandomHorizontalFlip()], decode_size)
+        super().__init__(steps + [_RandomHorizontalFlip(), *augmentations], decode_size)

@@ -45,10 +45,10 @@ class FeatureCache:
             raise UserError(
                 "feature_cache needs one of lit_transfer's data modules (train and validation sets to cache)"
             )
-        if data.augment != "none":
+        if data.randomly_augmented:
             raise UserError(
                 f"feature_cache needs training images that are the same every epoch: set --data.augment none "
-                f"(now {data.augment!r}), or leave the cache off"
+                f"(now {data.augment!r}) and no --data.augmentations ({len(data.augmentations)} now), or leave the cache off"
             )
         start = time.perf_counter()
         self._data, self._images = data, (data.train_set, data.val_set)
