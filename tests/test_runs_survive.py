@@ -248,7 +248,7 @@ def test_flags_and_config_win_over_the_checkpoint_settings(tmp_path, run_cli):
     cli = run_cli(
         "validate", *tiny_demo_args(tmp_path, "--ckpt_path", str(ckpt), "--model.init_args.label_smoothing", "0.3")
     )
-    assert cli.model.criterion.label_smoothing == pytest.approx(0.3)
+    assert cli.model.label_smoothing == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize(

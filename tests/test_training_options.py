@@ -94,16 +94,18 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_does(tmp_path):
 
 
 def test_the_cli_option_group(tmp_path, run_cli, capsys, caplog):
-    cli = run_cli(
-        "fit", *tiny_demo_args(tmp_path, "--early_stopping.monitor", "val/acc", "--early_stopping.patience", "0")
-    )
+    flags = ("--early_stopping.monitor", "val/acc", "--early_stopping.stopping_threshold", "0.0")
+    cli = run_cli("fit", *tiny_demo_args(tmp_path, *flags))
     stop = cli.trainer.early_stopping_callback
-    assert stop.enabled and stop.mode == "max" and cli.trainer.current_epoch < 4  # the demo's 4 epochs, cut short
+    assert stop.enabled and stop.mode == "max" and cli.trainer.current_epoch == 1  # not the demo's 4 epochs
     assert "early stopping after epoch" in caplog.text
     saved = torch.load(last_checkpoint(tmp_path), weights_only=True)["callbacks"]
     assert any(key.startswith("EarlyStop") for key in saved)
     line = exit_message(run_cli, capsys, "fit", *tiny_demo_args(tmp_path, "--early_stopping.monitor", "val/nope"))
-    assert "early_stopping.monitor 'val/nope' is not a metric this run logs: use one of val/acc, val/loss" in line
+    assert (
+        "early_stopping.monitor 'val/nope' is not a metric this run logs: use one of val/acc, val/acc_macro, val/loss"
+        in line
+    )
 
 
 def test_hflip_tta_averages_the_probabilities_of_the_image_and_its_mirror():
@@ -178,3 +180,50 @@ def test_augmentations_are_config_entries_saved_with_the_run_and_refused_with_th
     )
     line = exit_message(run_cli, capsys, *args)
     assert "feature_cache needs training images that are the same every epoch" in line and "1 now" in line
+
+
+def test_balanced_class_weights_give_every_class_the_same_total_weight():
+    from lit_transfer.models.classifier import balanced_weights
+
+    weights = balanced_weights([30, 10, 0])
+    assert torch.allclose(weights, torch.tensor([40 / 90, 40 / 30, 0.0]))
+    assert weights[0] * 30 == pytest.approx(weights[1] * 10)
+
+
+def test_class_weights_auto_come_from_the_training_split_and_weigh_the_loss(tmp_path, run_cli, caplog):
+    from tests.conftest import catsdogs_resnet18_args, predict_args, write_image_folder
+
+    data = write_image_folder(tmp_path / "unbalanced", per_class=10)
+    for extra in sorted((data / "square").iterdir())[4:]:  # square: 4 images, of which 1 validates
+        extra.unlink()
+    cli = run_cli(*catsdogs_resnet18_args(data, tmp_path, "--trainer.max_epochs", "1", "--model.class_weights", "auto"))
+    counts = cli.datamodule.train_class_counts()
+    assert counts == [8, 3, 8]  # 80 % of each class trains (val_fraction 0.2)
+    assert "training images per class: circle 8, square 3, triangle 8" in caplog.text
+    assert torch.allclose(cli.model.loss_weights, torch.tensor([19 / 24, 19 / 9, 19 / 24]))
+    logits, labels = torch.randn(5, 3), torch.tensor([0, 1, 1, 2, 0])
+    cli.model.to("cpu")
+    batch_loss = torch.nn.functional.cross_entropy(logits, labels, weight=cli.model.loss_weights)
+    assert batch_loss != torch.nn.functional.cross_entropy(logits, labels)
+    assert "val/acc_macro" in cli.trainer.callback_metrics
+    # the weights are settings, not state: predicting from the checkpoint needs no data and loads cleanly
+    run_cli(
+        *predict_args(last_checkpoint(tmp_path), data / "circle", tmp_path, "--trainer.enable_progress_bar", "false")
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("[1.0, 2.0]", "give auto, null or 3 numbers"),
+        ("[0, 0, 0]", "at least one above 0"),
+        ("[1, -1, 1]", "0 or more"),
+    ],
+)
+def test_wrong_class_weights_are_one_line(weights, message, class_folder, tmp_path, run_cli, capsys):
+    from tests.conftest import catsdogs_resnet18_args
+
+    line = exit_message(
+        run_cli, capsys, *catsdogs_resnet18_args(class_folder, tmp_path, "--model.class_weights", weights)
+    )
+    assert message in line

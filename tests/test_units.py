@@ -46,8 +46,8 @@ def test_net_interface_reset_classifier_and_stages():
 def test_top5_accuracy_only_with_more_than_five_classes():
     few = ImageClassifier(net=SimpleCNN, num_classes=3)
     many = ImageClassifier(net=SimpleCNN, num_classes=10)
-    assert set(few.val_metrics.keys()) == {"val/acc"}
-    assert set(many.val_metrics.keys()) == {"val/acc", "val/acc_top5"}
+    assert set(few.val_metrics.keys()) == {"val/acc", "val/acc_macro"}
+    assert set(many.val_metrics.keys()) == {"val/acc", "val/acc_macro", "val/acc_top5"}
 
 
 def test_class_names_must_match_class_count():

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from lit_transfer.data.images import ImageFiles, list_images
 from lit_transfer.data.presets import Augment, Normalize
@@ -27,6 +27,15 @@ from lit_transfer.preprocessing import Preprocessing, check_given
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the platform has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def labels_of(dataset: Dataset) -> list[int]:
+    """The label of every item of a labelled dataset from its ``targets`` (torchvision's name, which
+    every split of lit_transfer's data modules has), through ``Subset``s."""
+    if isinstance(dataset, Subset):
+        parent = labels_of(dataset.dataset)
+        return [parent[i] for i in dataset.indices]
+    return [int(t) for t in dataset.targets]
 
 
 class ClassificationDataModule(LightningDataModule):
@@ -51,7 +60,8 @@ class ClassificationDataModule(LightningDataModule):
     - ``make_loader(dataset, train, mixed)``: a DataLoader over any dataset with this module's batch
       sizes and workers, in order, or in the seeded per-epoch shuffle of training (``train``), or in the
       fixed mixed order of validation and test (``mixed``);
-    - ``skipped``: ``(path, reason)`` of every unreadable image file left out, at fit or at predict.
+    - ``skipped``: ``(path, reason)`` of every unreadable image file left out, at fit or at predict;
+    - ``train_class_counts()``: the training split's images per class, read from the labels alone.
 
     Subclasses give ``class_names``, ``eval_transform`` and ``setup`` (which sets the splits).
     """
@@ -105,6 +115,15 @@ class ClassificationDataModule(LightningDataModule):
     @abstractmethod
     def eval_transform(self):
         """The deterministic transform used for validation, test and predict."""
+
+    def train_class_counts(self) -> list[int]:
+        """Images per class in the training split (after ``setup("fit")``), without loading an image."""
+        if self.train_set is None or self.class_names is None:
+            raise RuntimeError("train_class_counts needs the training split: call setup('fit') first")
+        counts = [0] * len(self.class_names)
+        for label in labels_of(self.train_set):
+            counts[label] += 1
+        return counts
 
     @property
     def randomly_augmented(self) -> bool:

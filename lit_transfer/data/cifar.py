@@ -46,17 +46,16 @@ class _CIFARImages(Dataset):
 
     def __init__(self, dataset: CIFAR10, indices: Sequence[int] | None, transform) -> None:
         self.images = dataset.data  # N x 32 x 32 x 3 uint8
-        self.targets = dataset.targets
         self.indices = list(range(len(self.images)) if indices is None else indices)
+        self.targets = [dataset.targets[i] for i in self.indices]  # of these items, as ImageFolder's
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int):
-        i = self.indices[index]
-        image = torch.from_numpy(self.images[i]).permute(2, 0, 1).contiguous()
-        return self.transform(image), self.targets[i]
+        image = torch.from_numpy(self.images[self.indices[index]]).permute(2, 0, 1).contiguous()
+        return self.transform(image), self.targets[index]
 
 
 class CIFARDataModule(ClassificationDataModule):

@@ -9,10 +9,13 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor, nn
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError, first_line
 from lit_transfer.files import safe_load
 from lit_transfer.finetune.weights import init_from_checkpoint
@@ -22,6 +25,27 @@ from lit_transfer.schedules import build_scheduler, fit_to_run_length
 
 # A net is configured without its class count; the model calls it with the data's num_classes.
 NetFactory = Callable[[int], ClassifierNet]
+
+
+def check_class_weights(weights: Any, num_classes: int) -> Any:
+    """``class_weights`` as given, refused (``UserError``) when it cannot weigh ``num_classes`` classes."""
+    if weights is None or weights == "auto":
+        return weights
+    if not isinstance(weights, list) or len(weights) != num_classes:
+        raise UserError(
+            f"model.class_weights {weights}: give auto, null or {num_classes} numbers (one per class, in label order)"
+        )
+    if any(not (w >= 0) for w in weights) or not any(w > 0 for w in weights):
+        raise UserError(f"model.class_weights {weights}: give numbers of 0 or more, at least one above 0")
+    return weights
+
+
+def balanced_weights(counts: list[int]) -> Tensor:
+    """images / (classes x images of the class) for every class (scikit-learn's "balanced"); a class
+    with no training image gets 0."""
+    counts_t = torch.tensor(counts, dtype=torch.float32)
+    weights = counts_t.sum() / (len(counts) * counts_t)
+    return torch.where(counts_t > 0, weights, torch.zeros_like(weights))
 
 
 def check_optimizer_settings(optimizer: OptimizerCallable) -> None:
@@ -37,7 +61,12 @@ def check_optimizer_settings(optimizer: OptimizerCallable) -> None:
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
-    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    # acc: the share of images right; acc_macro: the mean of the classes' accuracies, which a class
+    # with few images moves as much as one with many.
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+    }
     if num_classes > 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
     return MetricCollection(metrics)
@@ -67,6 +96,9 @@ class ImageClassifier(LightningModule):
             so the class count may differ); not read when a checkpoint is restored.
         tta: test-time augmentation of validation, test and predict: ``none``, or ``hflip`` (the
             mean of the probabilities of each image and its mirror; the loss and accuracy use it too).
+        class_weights: weights of the classes in the training loss: null (all 1), ``auto`` (from the
+            training split's counts: images / (classes x images of the class), so every class weighs
+            as much in total), or one number per class in label order.
     """
 
     def __init__(
@@ -80,6 +112,7 @@ class ImageClassifier(LightningModule):
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         tta: Literal["none", "hflip"] = "none",
+        class_weights: Literal["auto"] | list[float] | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -106,7 +139,7 @@ class ImageClassifier(LightningModule):
             check_optimizer_settings(optimizer)
         self.lr_scheduler_factory = lr_scheduler
         self.scheduler_interval = scheduler_interval
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.label_smoothing = label_smoothing
         metrics = _accuracy_metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -115,6 +148,10 @@ class ImageClassifier(LightningModule):
         if tta not in ("none", "hflip"):
             raise UserError(f"unknown model.tta {tta!r}: use none or hflip")
         self.tta = tta
+        self.class_weights = check_class_weights(class_weights, num_classes)
+        # Not saved in checkpoints: given in the settings, or computed again from the same split.
+        weights = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
+        self.register_buffer("loss_weights", weights, persistent=False)
         self._initial_weights_done = False
 
     # -- initial weights ----------------------------------------------------------------------
@@ -152,6 +189,14 @@ class ImageClassifier(LightningModule):
         self._initial_weights_done = True
 
     def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule
+        if stage == "fit" and isinstance(data, ClassificationDataModule):
+            counts = data.train_class_counts()
+            shown = ", ".join(f"{name} {n}" for name, n in zip(self.class_names, counts))
+            rank_zero_info(f"training images per class: {shown}")
+            if self.class_weights == "auto":
+                self.loss_weights = balanced_weights(counts).to(self.device)
+                rank_zero_info(f"class weights (auto): {', '.join(f'{w:.3g}' for w in self.loss_weights.tolist())}")
         # One validation image as the data module gives it: the model summary runs it through the net
         # for each layer's output size and FLOPs (with no example input, its FLOPs column is all zeros).
         val_set = getattr(self.trainer.datamodule, "val_set", None)
@@ -188,7 +233,8 @@ class ImageClassifier(LightningModule):
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = self(x) if stage == "train" else self.evaluation_logits(x)
-        loss = self.criterion(logits, y)
+        weights = self.loss_weights if stage == "train" else None  # evaluation: every image counts the same
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=self.label_smoothing)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y)
         training = stage == "train"
