@@ -227,3 +227,37 @@ def test_wrong_class_weights_are_one_line(weights, message, class_folder, tmp_pa
         run_cli, capsys, *catsdogs_resnet18_args(class_folder, tmp_path, "--model.class_weights", weights)
     )
     assert message in line
+
+
+def test_the_balanced_sampler_draws_classes_evenly_and_the_same_for_a_seed_and_epoch():
+    from lit_transfer.data.sampling import BalancedEpochSampler
+
+    labels = [0] * 90 + [1] * 10
+    sampler = BalancedEpochSampler(labels, seed=7)
+    sampler.set_epoch(3)
+    drawn = list(sampler)
+    share = sum(labels[i] for i in drawn) / len(drawn)
+    assert len(drawn) == 100 and 0.35 <= share <= 0.65  # 10 % of the images, about half of the draws
+    again = BalancedEpochSampler(labels, seed=7)
+    again.set_epoch(3)
+    assert list(again) == drawn  # a resumed run draws the same epoch
+    again.set_epoch(4)
+    assert list(again) != drawn
+    minority = 0
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        minority += sum(labels[i] for i in sampler)
+    assert abs(minority / 2000 - 0.5) < 0.05
+
+
+def test_balanced_sampling_through_the_cli_trains_on_a_balanced_draw(tmp_path, run_cli):
+    from tests.conftest import catsdogs_resnet18_args, write_image_folder
+
+    data = write_image_folder(tmp_path / "unbalanced", per_class=10)
+    for extra in sorted((data / "square").iterdir())[4:]:
+        extra.unlink()
+    cli = run_cli(
+        *catsdogs_resnet18_args(data, tmp_path, "--trainer.max_epochs", "1", "--data.balanced_sampling", "true")
+    )
+    loader = cli.datamodule.train_dataloader()
+    assert type(loader.sampler).__name__ == "BalancedEpochSampler" and len(loader.sampler) == 19

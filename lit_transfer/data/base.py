@@ -14,11 +14,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from lit_transfer.data.images import ImageFiles, list_images
 from lit_transfer.data.presets import Augment, Normalize
-from lit_transfer.data.sampling import EpochShuffleSampler, MixedOrderSampler
+from lit_transfer.data.sampling import BalancedEpochSampler, EpochShuffleSampler, MixedOrderSampler
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError, require, some
 from lit_transfer.preprocessing import Preprocessing, check_given
@@ -35,6 +35,8 @@ def labels_of(dataset: Dataset) -> list[int]:
     if isinstance(dataset, Subset):
         parent = labels_of(dataset.dataset)
         return [parent[i] for i in dataset.indices]
+    if isinstance(dataset, TensorDataset):  # (features, labels): the feature cache's
+        return dataset.tensors[1].tolist()
     return [int(t) for t in dataset.targets]
 
 
@@ -58,8 +60,9 @@ class ClassificationDataModule(LightningDataModule):
     - ``normalize`` (with ``mean``/``std``): what turns a batch of uint8 images, once on the model's
       device, into the net's input;
     - ``make_loader(dataset, train, mixed)``: a DataLoader over any dataset with this module's batch
-      sizes and workers, in order, or in the seeded per-epoch shuffle of training (``train``), or in the
-      fixed mixed order of validation and test (``mixed``);
+      sizes and workers, in order, or in the seeded per-epoch shuffle of training (``train``; a
+      class-balanced draw with ``balanced_sampling``), or in the fixed mixed order of validation and
+      test (``mixed``);
     - ``skipped``: ``(path, reason)`` of every unreadable image file left out, at fit or at predict;
     - ``train_class_counts()``: the training split's images per class, read from the labels alone.
 
@@ -76,6 +79,7 @@ class ClassificationDataModule(LightningDataModule):
         given: Preprocessing,
         augment: Augment,
         augmentations: Sequence[nn.Module] | None = None,
+        balanced_sampling: bool = False,
     ) -> None:
         super().__init__()
         check_given(given.image_size, given.resize_size, given.mean, given.std)
@@ -97,6 +101,7 @@ class ClassificationDataModule(LightningDataModule):
         self.predict_root = predict_root
         self.augment = augment
         self.augmentations = list(augmentations or [])
+        self.balanced_sampling = balanced_sampling
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -179,7 +184,10 @@ class ClassificationDataModule(LightningDataModule):
         depends only on the run's seed and the epoch; otherwise the evaluation batch size, in the
         dataset's order or, with ``mixed``, in one fixed order that mixes the classes."""
         sampler: Sampler | None = None
-        if train:  # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded)
+        # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded)
+        if train and self.balanced_sampling:
+            sampler = BalancedEpochSampler(labels_of(dataset), torch.initial_seed())
+        elif train:
             sampler = EpochShuffleSampler(len(dataset), torch.initial_seed())
         elif mixed:
             sampler = MixedOrderSampler(len(dataset))

@@ -89,6 +89,8 @@ class CIFARDataModule(ClassificationDataModule):
             ``augment`` preset, each ``{class_path: torchvision.transforms.v2.RandAugment, init_args:
             {...}}`` (RandAugment, TrivialAugmentWide, AutoAugment, ColorJitter, RandomErasing, any
             transform that takes a uint8 image); null: none.
+        balanced_sampling: draw each training epoch's images with replacement, every class as likely
+            as any other (for a class with few images), from the seed and the epoch alone.
         predict_root: image file or folder of images (searched recursively) to predict, resized and
             center-cropped to 32x32; the class names then come from the checkpoint.
     """
@@ -107,11 +109,22 @@ class CIFARDataModule(ClassificationDataModule):
         std: Sequence[float] | None = None,
         augment: Augment = "crop_flip",
         augmentations: list[nn.Module] | None = None,
+        balanced_sampling: bool = False,
         predict_root: str | None = None,
     ) -> None:
         # The images stay 32x32 whatever the net expects; mean and std may follow its weights.
         given = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, mean=mean, std=std, source="the data settings")
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment, augmentations)
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            eval_batch_size,
+            predict_root,
+            given,
+            augment,
+            augmentations,
+            balanced_sampling,
+        )
         self.save_hyperparameters()
         if dataset not in _DATASETS:
             raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")

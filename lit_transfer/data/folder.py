@@ -192,6 +192,8 @@ class ImageFolderDataModule(ClassificationDataModule):
             ``augment`` preset, each ``{class_path: torchvision.transforms.v2.RandAugment, init_args:
             {...}}`` (RandAugment, TrivialAugmentWide, AutoAugment, ColorJitter, RandomErasing, any
             transform that takes a uint8 image); null: none.
+        balanced_sampling: draw each training epoch's images with replacement, every class as likely
+            as any other (for a class with few images), from the seed and the epoch alone.
         val_fraction: share of each class's images held out for validation (layouts without a
             ``val/`` folder: ``class_folders``, ``file_prefix``); between 0 and 1.
         split_seed: seed of that train/val split; the same seed gives the same split.
@@ -225,6 +227,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         std: Sequence[float] | None = None,
         augment: Augment = "imagenet",
         augmentations: list[nn.Module] | None = None,
+        balanced_sampling: bool = False,
         val_fraction: float = 0.2,
         split_seed: int = 42,
         predict_root: str | None = None,
@@ -237,7 +240,17 @@ class ImageFolderDataModule(ClassificationDataModule):
         layout: Layout = "auto",
     ) -> None:
         given = Preprocessing(image_size, resize_size, interpolation, mean, std, source="the data settings")
-        super().__init__(root, batch_size, num_workers, eval_batch_size, predict_root, given, augment, augmentations)
+        super().__init__(
+            root,
+            batch_size,
+            num_workers,
+            eval_batch_size,
+            predict_root,
+            given,
+            augment,
+            augmentations,
+            balanced_sampling,
+        )
         self.save_hyperparameters()
         require(0 < val_fraction < 1, f"data.val_fraction is {val_fraction}: give a share between 0 and 1, e.g. 0.2")
         self.scan = scan

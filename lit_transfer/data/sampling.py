@@ -1,8 +1,9 @@
 """Orders of a data set: a shuffle (and the DataLoader's own seed) that depends only on (seed, epoch)
-for training, and one fixed mixed order for evaluation."""
+for training, or a class-balanced draw that does too, and one fixed mixed order for evaluation."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -41,6 +42,21 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(_seed(2 * (self.seed + self.epoch) + 1))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+class BalancedEpochSampler(EpochShuffleSampler):
+    """An epoch of as many draws as there are images, with replacement, each class as likely as any
+    other (torch's ``WeightedRandomSampler`` with weights 1 / images of the class), drawn from
+    ``(seed, epoch)`` alone as ``EpochShuffleSampler``'s order is, so a resumed run draws the same."""
+
+    def __init__(self, labels: list[int], seed: int) -> None:
+        super().__init__(len(labels), seed)
+        counts = Counter(labels)
+        self.weights = torch.tensor([1.0 / counts[label] for label in labels], dtype=torch.double)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(_seed(2 * (self.seed + self.epoch) + 1))
+        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist())
 
 
 class MixedOrderSampler(Sampler[int]):
