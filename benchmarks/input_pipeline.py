@@ -61,9 +61,9 @@ from lit_transfer.data.presets import (
     IMAGENET_STD,
     ClassificationPresetEval,
     ClassificationPresetTrain,
-    Normalize,
 )
 from lit_transfer.nets import SimpleCNN
+from lit_transfer.preprocessing import Normalize
 
 SUBSET = Path("dogs_vs_cats_kaggle_subset") / "train"
 SIZE, RESIZE, BATCH = 224, 256, 32

@@ -121,7 +121,8 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def new_csv(folder: Path) -> Path:
-    """``predictions-<date>-<time>.csv`` in ``folder``, created empty and never one that exists."""
+    """``predictions-<date>-<time>.csv`` in ``folder``, created empty and never one that exists
+    (``lit_transfer.files.new_file``'s names, restated here because that module imports torch)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = folder / f"predictions-{stamp}{'' if n == 0 else f'-{n}'}.csv"

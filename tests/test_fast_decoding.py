@@ -12,7 +12,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from lit_transfer.data import images
 from lit_transfer.data.images import EXIF_ORIENTATION, REDUCING_GAP, image_loader, load_image, load_rgb
-from lit_transfer.data.presets import ClassificationPresetEval, ClassificationPresetTrain, Normalize
+from lit_transfer.data.presets import ClassificationPresetEval, ClassificationPresetTrain
+from lit_transfer.preprocessing import Normalize
 from tests.test_folder_data import write_all_modes
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from lit_transfer.data.images import load_image
-from lit_transfer.data.presets import ClassificationPresetEval, Normalize
+from lit_transfer.data.presets import ClassificationPresetEval
 from lit_transfer.finetune.weights import load_pretrained, read_weights
+from lit_transfer.preprocessing import Normalize
 from tests.conftest import (
     CATSDOGS_CONFIG,
     FROZEN_CACHED,

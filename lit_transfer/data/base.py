@@ -6,7 +6,6 @@ import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
 from lit_transfer.data.images import ImageFiles, list_images
-from lit_transfer.data.presets import Augment, Normalize
+from lit_transfer.data.presets import Augment
 from lit_transfer.data.sampling import BalancedEpochSampler, EpochShuffleSampler, MixedOrderSampler
 from lit_transfer.data.scan import find_bad_images
 from lit_transfer.errors import UserError, require, some
-from lit_transfer.preprocessing import Preprocessing, check_given
+from lit_transfer.preprocessing import Normalize, Preprocessing, check_given
 
 
 def usable_cpus() -> int:
@@ -89,6 +88,7 @@ class ClassificationDataModule(LightningDataModule):
         require(num_workers >= 0, f"data.num_workers is {num_workers}: give 0 (load in this process) or more")
         self._given = given
         self._followed: Preprocessing | None = None
+        self.normalize = self._normalize()
         self.root = root
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -154,13 +154,12 @@ class ClassificationDataModule(LightningDataModule):
         if expected is not None and (self._given.image_size or self._given.resize_size):
             expected = replace(expected, image_size=None, resize_size=None)
         self._followed = expected
-        self.__dict__.pop("normalize", None)  # built again from the values now in use
+        self.normalize = self._normalize()
         self.hparams.update({key: value for key, value in self.preprocessing.values().items() if key in self.hparams})
         given = self._given.values()
         return {key: value for key, value in (expected.values() if expected else {}).items() if key not in given}
 
-    @cached_property
-    def normalize(self) -> Normalize:
+    def _normalize(self) -> Normalize:
         preprocessing = self.preprocessing
         return Normalize(preprocessing.mean, preprocessing.std)
 

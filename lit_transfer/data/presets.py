@@ -4,7 +4,8 @@ Every data module builds its transforms here instead of spelling them out at eac
 The presets take PIL images and ``uint8`` tensors alike and give ``uint8`` tensors; the data modules
 give them tensors (``lit_transfer.data.images.load_image``): torch's uint8 resize is faster than
 PIL's. Each preset says in ``decode_size`` how small a JPEG may be decoded (DCT scaling) without
-losing detail it uses. ``Normalize`` turns a batch of them into the net's float input.
+losing detail it uses. ``lit_transfer.preprocessing.Normalize`` turns a batch of them into the net's
+float input.
 """
 
 from __future__ import annotations
@@ -38,33 +39,6 @@ Augment = Literal["imagenet", "crop_flip", "flip", "none"]
 # so its short side is at least sqrt(0.08 * 3/4) = 0.245 of the image's short side.
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 _RRC_MIN_SIDE = math.sqrt(RRC_SCALE[0] * RRC_RATIO[0])
-
-
-class Normalize:
-    """Normalises a batch of images with the data set's mean and std, after it reached its device.
-
-    The presets give ``uint8`` images and the data modules normalise whole batches with this, in
-    ``on_after_batch_transfer``, as timm's ``PrefetchLoader`` and FFCV do: a float image is four
-    times the bytes of a uint8 one to write, collate, pass between processes and copy to a GPU. In
-    ``benchmarks/input_pipeline.py`` the loader handed out uint8 batches 15 % (one process) to 28 %
-    (two workers) faster than the same batches normalised on the CPU; on a GPU the batch crosses the
-    bus as uint8 and is normalised there. Batches of any other dtype (the feature cache's features)
-    pass through unchanged.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean, self.std = tuple(mean), tuple(std)
-        # (x - 255 mean) * 1 / (255 std), in place on one float copy: three quick passes. A mixed-dtype
-        # torch.sub(uint8, float) would save one but runs about 5x slower on the CPU.
-        self._offset = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
-        self._scale = 1 / (torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            return images
-        if self._offset.device != images.device:
-            self._offset, self._scale = self._offset.to(images.device), self._scale.to(images.device)
-        return images.float().sub_(self._offset).mul_(self._scale)
 
 
 # What a PIL image or a float tensor in 0..1 goes through first; the loaders' uint8 tensors skip it.

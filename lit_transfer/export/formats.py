@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_transfer.errors import UserError
+from lit_transfer.preprocessing import Normalize
 
 # Format -> file name ending. TorchScript is deprecated in torch (2.9+) but still what many C++ and
 # mobile runtimes load; ONNX and the exported program are the maintained paths.
@@ -41,18 +42,18 @@ def check_available(fmt: str) -> None:
 
 
 class Deployable(nn.Module):
-    """The net with its normalisation in front: ``uint8`` images in, logits out, in eval mode (dropout
-    off, BatchNorm on its running statistics) and in the default memory format."""
+    """The net with its normalisation (the data modules' own ``Normalize``) in front: ``uint8`` images
+    in, logits out, in eval mode (dropout off, BatchNorm on its running statistics) and in the default
+    memory format."""
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net.eval().float().to(memory_format=torch.contiguous_format)
-        self.register_buffer("offset", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
-        self.register_buffer("scale", 1 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255))
+        self.normalize = Normalize(mean, std)
         self.eval()
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net((images.float() - self.offset) * self.scale)
+        return self.net(self.normalize(images))
 
 
 def write(deployable: Deployable, example: Tensor, fmt: str, path: Path, metadata: dict[str, Any]) -> list[Path]:
