@@ -261,3 +261,59 @@ def test_balanced_sampling_through_the_cli_trains_on_a_balanced_draw(tmp_path, r
     )
     loader = cli.datamodule.train_dataloader()
     assert type(loader.sampler).__name__ == "BalancedEpochSampler" and len(loader.sampler) == 19
+
+
+def test_mixup_targets_are_the_shares_of_the_blended_images():
+    from lit_transfer.models.classifier import batch_mixer
+
+    x, y = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(0)
+    mixed, targets = batch_mixer(0.4, 0.0, num_classes=3)(x, y)
+    assert targets.shape == (6, 3) and torch.allclose(targets.sum(-1), torch.ones(6))
+    share = targets[0, 0].item()  # image 0 (class 0) is blended with image 5 (class 2): torchvision rolls the batch
+    assert 0 < share < 1 and targets[0, 2].item() == pytest.approx(1 - share)
+    assert torch.allclose(mixed[0], share * x[0] + (1 - share) * x[5], atol=1e-6)
+
+
+def test_cutmix_targets_are_the_shares_of_the_pasted_area():
+    from lit_transfer.models.classifier import batch_mixer
+
+    x = torch.zeros(4, 3, 16, 16)
+    x[1:] = 1.0  # image 0 black, the others white: the pasted box is what turned white in image 0
+    y = torch.tensor([0, 1, 1, 1])
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mixed, targets = batch_mixer(0.0, 1.0, num_classes=2)(x, y)
+        assert torch.allclose(targets.sum(-1), torch.ones(4))
+        pasted = mixed[0, 0].mean().item()  # image 0 gets a box of image 3 (white)
+        assert targets[0, 1].item() == pytest.approx(pasted, abs=1e-6)
+
+
+def test_the_training_loss_takes_the_soft_targets_and_accuracy_their_larger_share():
+    model = ImageClassifier(partial(SimpleCNN, width=8), num_classes=3, mixup_alpha=0.4).eval()
+    x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    # A draw where the images are mostly their partners, so the larger share is not the image's own label.
+    seed = next(s for s in range(100) if torch.manual_seed(s) and model.mixer(x, y)[1][0, 0] < 0.5)
+    torch.manual_seed(seed)
+    loss = model.training_step((x, y), 0)
+    torch.manual_seed(seed)
+    mixed, targets = model.mixer(x, y)
+    assert targets.dim() == 2 and not torch.equal(targets.argmax(-1), y)
+    with torch.no_grad():
+        logits = model(mixed)
+        assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), abs=1e-6)
+    expected_acc = (logits.argmax(-1) == targets.argmax(-1)).float().mean()
+    assert model.train_metrics["acc"].compute().item() == pytest.approx(expected_acc.item())
+
+
+def test_mixing_settings_are_checked(tmp_path, run_cli, capsys):
+    line = exit_message(run_cli, capsys, "fit", *tiny_demo_args(tmp_path, "--model.cutmix_alpha", "-1"))
+    assert "model.cutmix_alpha is -1.0: give 0 (off) or more" in line
+    with pytest.raises(Exception, match="mixup/cutmix mix images, and feature_cache trains on features"):
+        FineTuneClassifier(
+            partial(SimpleCNN, width=8),
+            num_classes=2,
+            finetune="feature_extractor",
+            feature_cache=True,
+            mixup_alpha=0.2,
+        )

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_transfer.accelerators import prepare_trainer_kwargs  # also registers "npu" before any Trainer exists
 from lit_transfer.callbacks import (
+    EMA,
     AtomicCheckpointIO,
     ChannelsLast,
     EarlyStop,
@@ -123,6 +124,8 @@ class LitTransferCLI(LightningCLI):
         )
         # Off until --early_stopping.monitor names a metric (callbacks/early_stopping.py).
         parser.add_lightning_class_args(EarlyStop, "early_stopping")
+        # Off until --ema.decay is given (callbacks/ema.py).
+        parser.add_lightning_class_args(EMA, "ema")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(ValidationReport, "report")
         parser.add_lightning_class_args(ChannelsLast, "channels_last")

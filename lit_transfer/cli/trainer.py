@@ -3,15 +3,26 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
 
+from lit_transfer.callbacks import EMA
 from lit_transfer.finetune.lr_find import LRFindResult, find_lr
 from lit_transfer.models import ImageClassifier
 
 
 class LitTransferTrainer(Trainer):
+    def save_checkpoint(self, filepath: Any, weights_only: bool | None = None, storage_options: Any = None) -> None:
+        """Lightning's, except that a weights-only checkpoint (a run's ``best-*.ckpt``) of a run that averages
+        its weights (``--ema.decay``) holds the averaged weights its score was measured with: Lightning
+        lets callbacks write into full checkpoints only (``callbacks.ema``)."""
+        average = next((c for c in self.callbacks if isinstance(c, EMA)), None)
+        with average.averaged_weights(self.lightning_module) if average and weights_only else nullcontext():
+            super().save_checkpoint(filepath, weights_only=weights_only, storage_options=storage_options)
+
     def lr_find(
         self,
         model: ImageClassifier,

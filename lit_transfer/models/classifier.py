@@ -14,9 +14,10 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
 
 from lit_transfer.data.base import ClassificationDataModule
-from lit_transfer.errors import UserError, first_line
+from lit_transfer.errors import UserError, first_line, require
 from lit_transfer.files import safe_load
 from lit_transfer.finetune.weights import init_from_checkpoint
 from lit_transfer.nets.base import ClassifierNet
@@ -46,6 +47,21 @@ def balanced_weights(counts: list[int]) -> Tensor:
     counts_t = torch.tensor(counts, dtype=torch.float32)
     weights = counts_t.sum() / (len(counts) * counts_t)
     return torch.where(counts_t > 0, weights, torch.zeros_like(weights))
+
+
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> v2.Transform | None:
+    """torchvision's MixUp and CutMix for the alphas above 0 (one of the two, drawn for each batch, when
+    both are), or None; each turns ``(images, labels)`` into the mixed images and their soft targets."""
+    require(mixup_alpha >= 0, f"model.mixup_alpha is {mixup_alpha}: give 0 (off) or more, e.g. 0.2")
+    require(cutmix_alpha >= 0, f"model.cutmix_alpha is {cutmix_alpha}: give 0 (off) or more, e.g. 1.0")
+    mixers = [
+        mixer(alpha=alpha, num_classes=num_classes)
+        for mixer, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
+        if alpha > 0
+    ]
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 def check_optimizer_settings(optimizer: OptimizerCallable) -> None:
@@ -99,6 +115,13 @@ class ImageClassifier(LightningModule):
         class_weights: weights of the classes in the training loss: null (all 1), ``auto`` (from the
             training split's counts: images / (classes x images of the class), so every class weighs
             as much in total), or one number per class in label order.
+        mixup_alpha: MixUp of the training batches (torchvision's ``v2.MixUp``): each image blended with
+            another of the batch, and their labels in the same shares, the share drawn from Beta(alpha,
+            alpha); 0: off, 0.2 is usual. The loss takes the mixed (soft) labels; ``train/acc`` counts an
+            image right when the net picks the class with the larger share.
+        cutmix_alpha: CutMix of the training batches (``v2.CutMix``): a box of another image of the
+            batch pasted in, the labels shared by area; 0: off, 1.0 is usual. With both alphas above 0,
+            each batch gets one of the two, drawn at random.
     """
 
     def __init__(
@@ -113,6 +136,8 @@ class ImageClassifier(LightningModule):
         init_from: str | None = None,
         tta: Literal["none", "hflip"] = "none",
         class_weights: Literal["auto"] | list[float] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -149,9 +174,12 @@ class ImageClassifier(LightningModule):
             raise UserError(f"unknown model.tta {tta!r}: use none or hflip")
         self.tta = tta
         self.class_weights = check_class_weights(class_weights, num_classes)
-        # Not saved in checkpoints: given in the settings, or computed again from the same split.
-        weights = torch.tensor(class_weights, dtype=torch.float32) if isinstance(class_weights, list) else None
-        self.register_buffer("loss_weights", weights, persistent=False)
+        # Not saved in checkpoints: given in the settings, or computed again from the same split. Always a
+        # tensor (all 1 until auto sets it), so the module has the same buffers from start to end (the
+        # weight average, callbacks.ema, pairs the model's buffers with its copy's by position).
+        weights = torch.tensor(class_weights if isinstance(class_weights, list) else [1.0] * num_classes)
+        self.register_buffer("loss_weights", weights.float(), persistent=False)
+        self.mixer = batch_mixer(mixup_alpha, cutmix_alpha, num_classes)
         self._initial_weights_done = False
 
     # -- initial weights ----------------------------------------------------------------------
@@ -232,11 +260,14 @@ class ImageClassifier(LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
+        if stage == "train" and self.mixer is not None:
+            x, y = self.mixer(x, y)  # y: (batch, classes) soft targets
         logits = self(x) if stage == "train" else self.evaluation_logits(x)
-        weights = self.loss_weights if stage == "train" else None  # evaluation: every image counts the same
+        # Evaluation: every image counts the same.
+        weights = self.loss_weights if stage == "train" and self.class_weights is not None else None
         loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=self.label_smoothing)
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits, y)
+        metrics.update(logits, y.argmax(-1) if y.dim() > 1 else y)
         training = stage == "train"
         self.log(
             f"{stage}/loss",

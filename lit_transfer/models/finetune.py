@@ -74,6 +74,8 @@ class FineTuneClassifier(ImageClassifier):
             )
         if feature_cache and self.tta != "none":
             raise UserError("tta flips images, and feature_cache validates on features: use one of them (tta: none)")
+        if feature_cache and self.mixer is not None:
+            raise UserError("mixup/cutmix mix images, and feature_cache trains on features: use one of them (alphas 0)")
         self.cached_features = FeatureCache() if feature_cache else None
 
     def load_initial_weights(self) -> None:
