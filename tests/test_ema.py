@@ -109,6 +109,16 @@ def test_best_and_last_checkpoints_hold_the_averaged_weights(tmp_path, run_cli):
         assert torch.equal(best["state_dict"][key], averaged), key
     trained = last["current_model_state"]
     assert any(not torch.equal(trained[key], value) for key, value in last["state_dict"].items())
+    # Export rebuilds the net from the checkpoint: the averaged weights.
+    output = tmp_path / "averaged.pt2"
+    run_cli(
+        "export", "--ckpt_path", str(last_checkpoint(tmp_path)), "--format", "exported_program", "--output", str(output)
+    )
+    program = torch.export.load(output)
+    exported = {key.removeprefix("model."): value for key, value in program.state_dict.items()}
+    assert exported.keys() >= {key for key in last["state_dict"] if key.startswith("net.")}
+    for key in exported.keys() & last["state_dict"].keys():
+        assert torch.equal(exported[key], last["state_dict"][key]), key
 
 
 def test_a_resume_keeps_the_average_or_says_why_it_cannot(tmp_path, run_cli, capsys, caplog):
