@@ -25,6 +25,8 @@ INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 
 # The share of the resized image the center crop keeps when no resize size is given (256 for 224).
 CROP_FRACTION = 0.875
+# torchvision weights whose nets take (x - 0.5) / 0.5 rather than ImageNet's normalisation.
+TENSORFLOW_NORMALISED = {"GoogLeNet_Weights", "Inception_V3_Weights"}
 
 
 def eval_resize_size(image_size: int, resize_size: int | None) -> int:
@@ -62,12 +64,17 @@ class Preprocessing:
         # torchvision's ImageClassification preset (private class): known by its attributes.
         if not all(hasattr(transform, key) for key in ("crop_size", "resize_size", "mean", "std", "interpolation")):
             return None
+        # GoogLeNet's and Inception v3's weights (ported from TensorFlow) take (x - 0.5) / 0.5. torchvision's
+        # builders, given the weights, add a step that turns ImageNet-normalised input into that
+        # (transform_input); a net built without weights and loaded afterwards has no such step, so
+        # the images are normalised that way instead.
+        tensorflow_input = type(weights).__name__ in TENSORFLOW_NORMALISED
         return cls(
             image_size=transform.crop_size[0],
             resize_size=transform.resize_size[0],
             interpolation=InterpolationMode(transform.interpolation).value,
-            mean=transform.mean,
-            std=transform.std,
+            mean=(0.5, 0.5, 0.5) if tensorflow_input else transform.mean,
+            std=(0.5, 0.5, 0.5) if tensorflow_input else transform.std,
             source=str(weights),
         )
 
