@@ -40,7 +40,9 @@ class Preprocessing:
 
     ``image_size``: side of the square center crop the net gets; ``resize_size``: short side images
     are resized to before that crop; ``interpolation``: the resize's; ``mean``/``std``: per channel
-    (R, G, B), of 0..1 pixel values. ``source`` says where the values come from, for the run's log.
+    (R, G, B; or one value for every channel), of 0..1 pixel values; ``channels``: the channels the net
+    takes, 1 (gray) or 3 (RGB, what None means). ``source`` says where the values come from, for the
+    run's log.
     """
 
     image_size: int | None = None
@@ -48,6 +50,7 @@ class Preprocessing:
     interpolation: Interpolation | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    channels: int | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -96,9 +99,10 @@ class Preprocessing:
     def describe(self) -> str:
         mean = ", ".join(f"{v:g}" for v in self.mean or ())
         std = ", ".join(f"{v:g}" for v in self.std or ())
+        gray = ", 1 channel (gray)" if self.channels == 1 else ""
         return (
             f"resize {self.resize_size} ({self.interpolation}), center crop {self.image_size}, "
-            f"mean ({mean}), std ({std})"
+            f"mean ({mean}), std ({std}){gray}"
         )
 
 
@@ -119,8 +123,8 @@ def check_given(
         )
     for key, value in (("mean", mean), ("std", std)):
         require(
-            value is None or len(value) == 3,
-            f"data.{key} is {list(value or [])}: give 3 values, one per channel (R, G, B)",
+            value is None or len(value) in (1, 3),
+            f"data.{key} is {list(value or [])}: give 3 values, one per channel (R, G, B), or 1 for gray images",
         )
     require(std is None or all(v > 0 for v in std), f"data.std is {list(std or [])}: give values above 0")
 

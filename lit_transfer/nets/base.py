@@ -17,6 +17,12 @@ from lit_transfer.preprocessing import Preprocessing
 HEAD_ALIAS = "head"
 
 
+def layer_stages(net: nn.Module) -> list[str]:
+    """One stage per convolution or fully connected layer, stem to head: for small nets whose layers a
+    user picks one by one (freeze "everything before the head", per-layer learning rates)."""
+    return [name for name, module in net.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
 class AuxiliaryLogits(NamedTuple):
     """What a net gives for a training batch: its logits, and ``(loss weight, logits)`` of each auxiliary
     classifier whose loss joins the main one (GoogLeNet's, Inception v3's)."""
