@@ -25,6 +25,8 @@ INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 
 # The share of the resized image the center crop keeps when no resize size is given (256 for 224).
 CROP_FRACTION = 0.875
+# torchvision weights whose nets take (x - 0.5) / 0.5 rather than ImageNet's normalisation.
+TENSORFLOW_NORMALISED = {"GoogLeNet_Weights", "Inception_V3_Weights"}
 
 
 def eval_resize_size(image_size: int, resize_size: int | None) -> int:
@@ -38,7 +40,9 @@ class Preprocessing:
 
     ``image_size``: side of the square center crop the net gets; ``resize_size``: short side images
     are resized to before that crop; ``interpolation``: the resize's; ``mean``/``std``: per channel
-    (R, G, B), of 0..1 pixel values. ``source`` says where the values come from, for the run's log.
+    (R, G, B; or one value for every channel), of 0..1 pixel values; ``channels``: the channels the net
+    takes, 1 (gray) or 3 (RGB, what None means). ``source`` says where the values come from, for the
+    run's log.
     """
 
     image_size: int | None = None
@@ -46,6 +50,7 @@ class Preprocessing:
     interpolation: Interpolation | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    channels: int | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -62,12 +67,17 @@ class Preprocessing:
         # torchvision's ImageClassification preset (private class): known by its attributes.
         if not all(hasattr(transform, key) for key in ("crop_size", "resize_size", "mean", "std", "interpolation")):
             return None
+        # GoogLeNet's and Inception v3's weights (ported from TensorFlow) take (x - 0.5) / 0.5. torchvision's
+        # builders, given the weights, add a step that turns ImageNet-normalised input into that
+        # (transform_input); a net built without weights and loaded afterwards has no such step, so
+        # the images are normalised that way instead.
+        tensorflow_input = type(weights).__name__ in TENSORFLOW_NORMALISED
         return cls(
             image_size=transform.crop_size[0],
             resize_size=transform.resize_size[0],
             interpolation=InterpolationMode(transform.interpolation).value,
-            mean=transform.mean,
-            std=transform.std,
+            mean=(0.5, 0.5, 0.5) if tensorflow_input else transform.mean,
+            std=(0.5, 0.5, 0.5) if tensorflow_input else transform.std,
             source=str(weights),
         )
 
@@ -89,9 +99,10 @@ class Preprocessing:
     def describe(self) -> str:
         mean = ", ".join(f"{v:g}" for v in self.mean or ())
         std = ", ".join(f"{v:g}" for v in self.std or ())
+        gray = ", 1 channel (gray)" if self.channels == 1 else ""
         return (
             f"resize {self.resize_size} ({self.interpolation}), center crop {self.image_size}, "
-            f"mean ({mean}), std ({std})"
+            f"mean ({mean}), std ({std}){gray}"
         )
 
 
@@ -112,8 +123,8 @@ def check_given(
         )
     for key, value in (("mean", mean), ("std", std)):
         require(
-            value is None or len(value) == 3,
-            f"data.{key} is {list(value or [])}: give 3 values, one per channel (R, G, B)",
+            value is None or len(value) in (1, 3),
+            f"data.{key} is {list(value or [])}: give 3 values, one per channel (R, G, B), or 1 for gray images",
         )
     require(std is None or all(v > 0 for v in std), f"data.std is {list(std or [])}: give values above 0")
 

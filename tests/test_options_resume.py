@@ -17,6 +17,7 @@ OPTIONS = {
     "mixup_cutmix": ("--model.mixup_alpha", "0.4", "--model.cutmix_alpha", "1.0"),
     "class_weights_auto": ("--model.class_weights", "auto"),
     "randaugment": ("--data.augment", "flip", "--data.augmentations", RANDAUGMENT),
+    "freeze": ("--model.freeze", "[stem]"),
 }
 STOP_AFTER_FIRST_EPOCH = json.dumps({"class_path": "tests.helpers.StopAfterEpoch", "init_args": {"epoch": 0}})
 

@@ -134,7 +134,9 @@ def random_batches(image_size: int) -> list[torch.Tensor]:
 
 
 def real_batches(data: Any) -> list[torch.Tensor]:
-    return [images for images, _paths in data.predict_dataloader()]
+    """The images under ``--verify`` as the exported file takes them: RGB (a gray net's data module gives
+    them gray; the file makes them gray itself)."""
+    return [images.expand(-1, 3, -1, -1) for images, _paths in data.predict_dataloader()]
 
 
 def export(args: argparse.Namespace) -> Path:
@@ -144,7 +146,7 @@ def export(args: argparse.Namespace) -> Path:
     if args.verify and data is None:
         raise UserError("--verify needs the checkpoint's data settings to prepare the images; this checkpoint has none")
     output = output_path(args, checkpoint)
-    deployable = Deployable(model.net, preprocessing.mean, preprocessing.std)
+    deployable = Deployable(model.net, preprocessing.mean, preprocessing.std, preprocessing.channels or 3)
     batches = random_batches(preprocessing.image_size)
     with staging_folder(output, "export") as tmp:
         try:

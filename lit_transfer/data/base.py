@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
@@ -137,6 +137,13 @@ class ClassificationDataModule(LightningDataModule):
 
     #: What a subclass uses for anything neither its config nor the net says.
     default_preprocessing = Preprocessing()
+    #: The channels of the images as the data set holds them (3: RGB, what image files decode to).
+    image_channels = 3
+
+    @property
+    def channels(self) -> int:
+        """The channels of the images the transforms give: what the net takes (``follow``), else RGB."""
+        return self.preprocessing.channels or 3
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -155,6 +162,18 @@ class ClassificationDataModule(LightningDataModule):
             expected = replace(expected, image_size=None, resize_size=None)
         self._followed = expected
         self.normalize = self._normalize()
+        channels, sizes = self.channels, {len(self.normalize.mean), len(self.normalize.std)}
+        if not sizes <= {1, channels} or len(sizes) > 1:
+            raise UserError(
+                f"the net takes {channels}-channel images and the mean and std in use have {len(self.normalize.mean)} "
+                f"and {len(self.normalize.std)} values: give {channels} values or 1 for each (--data.mean, --data.std)"
+            )
+        if channels != self.image_channels:
+            kind = {1: "gray", 3: "RGB"}
+            rank_zero_info(
+                f"images: {kind.get(self.image_channels, self.image_channels)} images given to the net as "
+                f"{kind.get(channels, channels)} ({channels} channel{'s' if channels > 1 else ''}), as it takes"
+            )
         self.hparams.update({key: value for key, value in self.preprocessing.values().items() if key in self.hparams})
         given = self._given.values()
         return {key: value for key, value in (expected.values() if expected else {}).items() if key not in given}

@@ -7,23 +7,14 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
-from urllib.error import URLError
 
-import torch
 from torch import nn
-from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets import cifar as torchvision_cifar
 from torchvision.datasets.utils import download_and_extract_archive
 
-from lit_transfer.data.base import ClassificationDataModule
-from lit_transfer.data.presets import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    Augment,
-    ClassificationPresetEval,
-    ClassificationPresetTrain,
-)
+from lit_transfer.data.arrays import ArrayDataModule
+from lit_transfer.data.presets import CIFAR_MEAN, CIFAR_STD, Augment
 from lit_transfer.errors import UserError
 from lit_transfer.preprocessing import Preprocessing
 
@@ -35,35 +26,13 @@ _DATASETS: dict[str, tuple[type[CIFAR10], str]] = {
 IMAGE_SIZE = 32
 
 
-class _CIFARImages(Dataset):
-    """Images ``indices`` of a torchvision CIFAR set with their own transform, so the train and
-    validation splits share one copy of the training images but not the augmentation.
-
-    Images go to the transform as uint8 CHW tensors straight from the set's array, not as the PIL
-    images torchvision's ``__getitem__`` makes: the presets are about 3x faster on tensors (40 vs
-    120 us per training image), which matters when DataLoader workers share the CPU with the net.
-    """
-
-    def __init__(self, dataset: CIFAR10, indices: Sequence[int] | None, transform) -> None:
-        self.images = dataset.data  # N x 32 x 32 x 3 uint8
-        self.indices = list(range(len(self.images)) if indices is None else indices)
-        self.targets = [dataset.targets[i] for i in self.indices]  # of these items, as ImageFolder's
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int):
-        image = torch.from_numpy(self.images[self.indices[index]]).permute(2, 0, 1).contiguous()
-        return self.transform(image), self.targets[index]
-
-
-class CIFARDataModule(ClassificationDataModule):
+class CIFARDataModule(ArrayDataModule):
     """CIFAR-10 or CIFAR-100 in torchvision's layout: ``root/cifar-10-batches-py/`` (or
     ``root/cifar-100-python/``), downloaded there when ``download`` is true.
 
     ``val_size`` training images (a split fixed by ``split_seed``) validate the model; with
-    ``val_size: 0`` the test set validates, as the tutorial does. ``test`` always uses the test set.
+    ``val_size: 0`` the test set validates, as the tutorial does. ``test`` always uses the test set
+    (``lit_transfer.data.arrays``).
 
     Args:
         root: folder that holds ``cifar-10-batches-py/`` (or ``cifar-100-python/``), and where
@@ -114,67 +83,46 @@ class CIFARDataModule(ClassificationDataModule):
     ) -> None:
         # The images stay 32x32 whatever the net expects; mean and std may follow its weights.
         given = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, mean=mean, std=std, source="the data settings")
+        if dataset not in _DATASETS:
+            raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
+        self.dataset_class, self.dataset_title = _DATASETS[dataset]
         super().__init__(
             root,
+            download,
+            val_size,
+            split_seed,
             batch_size,
-            num_workers,
             eval_batch_size,
-            predict_root,
+            num_workers,
             given,
             augment,
             augmentations,
             balanced_sampling,
+            predict_root,
         )
         self.save_hyperparameters()
-        if dataset not in _DATASETS:
-            raise UserError(f"unknown data.dataset {dataset!r}: expected one of {', '.join(_DATASETS)}")
-        if val_size < 0:
-            raise UserError(f"data.val_size is {val_size}: give 0 (validate on the test set) or a positive count")
-        self.dataset_class, self.dataset_title = _DATASETS[dataset]
-        self.download = download
-        self.val_size = val_size
-        self.split_seed = split_seed
 
     # -- files --------------------------------------------------------------------------------
     @property
     def folder(self) -> Path:
         return Path(self.root).expanduser() / self.dataset_class.base_folder
 
-    def _ensure_present(self) -> None:
-        """Download when allowed; otherwise a missing set is the user's to fix, said in one line."""
-        if (self.folder / self.dataset_class.meta["filename"]).is_file():
-            return
-        if Path(self.root).expanduser().is_file():
-            raise UserError(
-                f"data.root {self.root!r} is a file, not a folder: give the folder that holds {self.folder.name}/"
-            )
-        if not self.download:
-            raise UserError(
-                f"{self.dataset_title} not found under root {self.root!r} (no {self.folder}): "
-                f"set download: true (--data.download true) or point root at the folder that holds "
-                f"{self.dataset_class.base_folder}/"
-            )
-        cls = self.dataset_class
-        try:
-            download_and_extract_archive(
-                cls.url, str(Path(self.root).expanduser()), filename=cls.filename, md5=cls.tgz_md5
-            )
-        except (URLError, OSError, RuntimeError) as err:
-            raise UserError(
-                f"cannot download {self.dataset_title} from {cls.url} ({err}): check the connection, or "
-                f"extract {cls.filename} under {self.root!r} yourself"
-            ) from err
+    def is_present(self) -> bool:
+        return (self.folder / self.dataset_class.meta["filename"]).is_file()
 
-    def prepare_data(self) -> None:
-        if not self.predict_root:
-            self._ensure_present()
+    def download_files(self) -> None:
+        cls = self.dataset_class
+        download_and_extract_archive(cls.url, str(Path(self.root).expanduser()), filename=cls.filename, md5=cls.tgz_md5)
+
+    def load(self, train: bool) -> CIFAR10:
+        return self.dataset_class(str(Path(self.root).expanduser()), train=train)
 
     @cached_property
     def class_names(self) -> list[str] | None:
         # Read from the small meta file only: the CLI asks for the names before any image is needed.
         if self.predict_root:  # predicting: the class names come from the checkpoint
             return None
-        self._ensure_present()
+        self.ensure_present()
         meta = self.dataset_class.meta
         path = self.folder / meta["filename"]
         refetch = f"delete {str(self.folder)!r} and set download: true to fetch it again"
@@ -195,45 +143,3 @@ class CIFARDataModule(ClassificationDataModule):
     default_preprocessing = Preprocessing(
         interpolation="bilinear", mean=CIFAR_MEAN, std=CIFAR_STD, source="the CIFAR-10 tutorial's values"
     )
-
-    def train_transform(self):
-        return ClassificationPresetTrain(IMAGE_SIZE, IMAGE_SIZE, self.augment, augmentations=self.augmentations)
-
-    def eval_transform(self):
-        # Resize + center crop are no-ops on CIFAR's 32x32 images but let predict take any image.
-        return ClassificationPresetEval(IMAGE_SIZE, IMAGE_SIZE, self.preprocessing.interpolation)
-
-    # -- datasets -----------------------------------------------------------------------------
-    def _load(self, train: bool) -> CIFAR10:
-        try:
-            return self.dataset_class(str(Path(self.root).expanduser()), train=train)
-        except RuntimeError as err:  # torchvision's MD5 check failed: a partial download or other files
-            raise UserError(
-                f"{self.dataset_title} under {str(self.folder)!r} is incomplete or corrupted ({err}): "
-                "delete that folder and set download: true to fetch it again"
-            ) from err
-
-    @cached_property
-    def _train_images(self) -> CIFAR10:
-        return self._load(train=True)
-
-    def _split(self) -> tuple[list[int], list[int]]:
-        """``(train, val)`` indices into the training set; the same for a given ``split_seed``."""
-        n = len(self._train_images)
-        if self.val_size >= n:
-            raise UserError(f"data.val_size {self.val_size} leaves no training images (the training set has {n})")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-        return sorted(order[self.val_size :]), sorted(order[: self.val_size])
-
-    def setup(self, stage: str) -> None:
-        if stage == "predict":
-            return
-        if stage == "test" or self.val_size == 0:
-            self.test_set = _CIFARImages(self._load(train=False), None, self.eval_transform())
-        if stage in ("fit", "validate"):
-            if self.val_size == 0:
-                self.val_set = self.test_set
-            else:
-                self.val_set = _CIFARImages(self._train_images, self._split()[1], self.eval_transform())
-        if stage == "fit":
-            self.train_set = _CIFARImages(self._train_images, self._split()[0], self.train_transform())

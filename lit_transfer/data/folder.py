@@ -329,12 +329,17 @@ class ImageFolderDataModule(ClassificationDataModule):
     def train_transform(self):
         p = self.preprocessing
         return ClassificationPresetTrain(
-            p.image_size, p.resize_size, self.augment, interpolation=p.interpolation, augmentations=self.augmentations
+            p.image_size,
+            p.resize_size,
+            self.augment,
+            interpolation=p.interpolation,
+            augmentations=self.augmentations,
+            channels=self.channels,
         )
 
     def eval_transform(self):
         p = self.preprocessing
-        return ClassificationPresetEval(p.image_size, p.resize_size, p.interpolation)
+        return ClassificationPresetEval(p.image_size, p.resize_size, p.interpolation, self.channels)
 
     def _classes_in(self, folder: Path) -> list[str]:
         if self._layout == "file_prefix":

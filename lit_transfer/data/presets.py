@@ -83,23 +83,42 @@ class _RandomHorizontalFlip(T.RandomHorizontalFlip):
         return F.horizontal_flip(image) if torch.rand(1) < self.p else image
 
 
+class ToChannels(nn.Module):
+    """Gray images repeated into 3 channels, or RGB ones turned gray (ITU-R 601-2 luma, as torchvision's
+    ``Grayscale``), to give ``channels``; images that have them pass unchanged (torchvision's
+    ``Grayscale`` converts every image, RGB into gray RGB too)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-3] == self.channels:
+            return image
+        return F.rgb_to_grayscale(image, num_output_channels=self.channels)
+
+
 def _eval_steps(crop_size: int, resize_size: int, interpolation: str) -> list:
     return [T.Resize(resize_size, InterpolationMode(interpolation), antialias=True), T.CenterCrop(crop_size)]
 
 
 class ClassificationPresetEval(_Preset):
-    """Resize the short side to ``resize_size`` (with ``interpolation``), center-crop ``crop_size``."""
+    """Resize the short side to ``resize_size`` (with ``interpolation``), center-crop ``crop_size``, give
+    ``channels`` (1: gray, 3: RGB)."""
 
-    def __init__(self, crop_size: int, resize_size: int | None = None, interpolation: str = "bilinear") -> None:
+    def __init__(
+        self, crop_size: int, resize_size: int | None = None, interpolation: str = "bilinear", channels: int = 3
+    ) -> None:
         resize_size = eval_resize_size(crop_size, resize_size)
+        steps = [*_eval_steps(crop_size, resize_size, interpolation), ToChannels(channels)]
         # Resize makes the short side resize_size: any decode at least that large gives the same output.
-        super().__init__(_eval_steps(crop_size, resize_size, interpolation), decode_size=resize_size)
+        super().__init__(steps, decode_size=resize_size)
 
 
 class ClassificationPresetTrain(_Preset):
     """The training pipeline for one of the ``Augment`` recipes, then ``augmentations`` (any
     torchvision.transforms.v2 transforms that take a ``uint8`` image: RandAugment, TrivialAugmentWide,
-    ColorJitter, RandomErasing, ...)."""
+    ColorJitter, RandomErasing, ...), giving ``channels`` (1: gray, 3: RGB)."""
 
     def __init__(
         self,
@@ -109,12 +128,14 @@ class ClassificationPresetTrain(_Preset):
         padding: int = 4,
         interpolation: str = "bilinear",
         augmentations: Sequence[nn.Module] = (),
+        channels: int = 3,
     ) -> None:
         mode = InterpolationMode(interpolation)
+        # The channels first, so the added augmentations (ColorJitter, RandAugment) see the net's.
         if augment == "none":
             resize_size = eval_resize_size(crop_size, resize_size)
             steps = _eval_steps(crop_size, resize_size, interpolation)
-            super().__init__(steps + list(augmentations), decode_size=resize_size)
+            super().__init__([*steps, ToChannels(channels), *augmentations], decode_size=resize_size)
             return
         if augment == "imagenet":
             steps = [_RandomResizedCrop(crop_size, RRC_SCALE, RRC_RATIO, mode, antialias=True)]
@@ -129,4 +150,4 @@ class ClassificationPresetTrain(_Preset):
             decode_size = resize_size or crop_size
         else:
             raise ValueError(f"unknown augment {augment!r}; expected one of imagenet, crop_flip, flip, none")
-        super().__init__(steps + [_RandomHorizontalFlip(), *augmentations], decode_size)
+        super().__init__([*steps, _RandomHorizontalFlip(), ToChannels(channels), *augmentations], decode_size)

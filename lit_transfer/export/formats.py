@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from lit_transfer.errors import UserError
 from lit_transfer.preprocessing import Normalize
@@ -42,17 +43,21 @@ def check_available(fmt: str) -> None:
 
 
 class Deployable(nn.Module):
-    """The net with its normalisation (the data modules' own ``Normalize``) in front: ``uint8`` images
+    """The net with its normalisation (the data modules' own ``Normalize``) in front: ``uint8`` RGB images
     in, logits out, in eval mode (dropout off, BatchNorm on its running statistics) and in the default
-    memory format."""
+    memory format. A net that takes gray images (``channels`` 1) gets them made gray first, as the
+    data modules do (``presets.ToChannels``)."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels: int = 3) -> None:
         super().__init__()
         self.net = net.eval().float().to(memory_format=torch.contiguous_format)
         self.normalize = Normalize(mean, std)
+        self.channels = channels
         self.eval()
 
     def forward(self, images: Tensor) -> Tensor:
+        if self.channels == 1:
+            images = rgb_to_grayscale(images)
         return self.net(self.normalize(images))
 
 

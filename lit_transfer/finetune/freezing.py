@@ -72,6 +72,26 @@ class FreezeBackbone(BaseFinetuning):
         keep_frozen_batchnorm_in_eval(pl_module)
 
 
+class FreezeModules(BaseFinetuning):
+    """Keep the named modules of the net as they start, BatchNorm statistics included, for the whole
+    fit (``--model.freeze``): e.g. the first layers of a net started from an earlier run (``init_from``)."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        super().__init__()
+        self.frozen = list(modules)  # full module names of the net
+
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
+        net = net_of(pl_module)
+        self.freeze([net.get_submodule(name) for name in self.frozen], train_bn=False)
+
+    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        """Nothing is unfrozen later."""
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        keep_frozen_batchnorm_in_eval(pl_module)
+
+
 class GradualUnfreezing(FreezeBackbone):
     """Train only the head at first, then unfreeze more of the net at given epochs.
 

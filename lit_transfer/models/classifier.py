@@ -19,8 +19,9 @@ from torchvision.transforms import v2
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError, first_line, require
 from lit_transfer.files import safe_load
+from lit_transfer.finetune.freezing import FreezeModules
 from lit_transfer.finetune.weights import init_from_checkpoint
-from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.nets.base import AuxiliaryLogits, ClassifierNet
 from lit_transfer.preprocessing import Preprocessing
 from lit_transfer.schedules import build_scheduler, fit_to_run_length
 
@@ -122,6 +123,9 @@ class ImageClassifier(LightningModule):
         cutmix_alpha: CutMix of the training batches (``v2.CutMix``): a box of another image of the
             batch pasted in, the labels shared by area; 0: off, 1.0 is usual. With both alphas above 0,
             each batch gets one of the two, drawn at random.
+        freeze: modules of the net kept as they start for the whole fit, BatchNorm statistics included
+            (names as in the learning-rate groups: ``features``, ``layer1``, ``conv1``; not the head),
+            e.g. the first layers of a net started from an earlier run with ``init_from``; null: none.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class ImageClassifier(LightningModule):
         class_weights: Literal["auto"] | list[float] | None = None,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -180,6 +185,11 @@ class ImageClassifier(LightningModule):
         weights = torch.tensor(class_weights if isinstance(class_weights, list) else [1.0] * num_classes)
         self.register_buffer("loss_weights", weights.float(), persistent=False)
         self.mixer = batch_mixer(mixup_alpha, cutmix_alpha, num_classes)
+        self.frozen = [self.net.find_module(name) for name in freeze or []]
+        if any(self.net.in_head(name) for name in self.frozen):
+            raise UserError(
+                f"model.freeze {freeze} names the head ({self.net.head_name}): it must train; freeze other modules"
+            )
         self._initial_weights_done = False
 
     # -- initial weights ----------------------------------------------------------------------
@@ -249,6 +259,10 @@ class ImageClassifier(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def training_outputs(self, x: Tensor) -> AuxiliaryLogits:
+        """The logits of a training batch, with the net's auxiliary classifiers' (``ClassifierNet.forward_train``)."""
+        return self.net.forward_train(x)
+
     def evaluation_logits(self, x: Tensor) -> Tensor:
         """The logits of validation, test and predict: the net's, or with ``tta: hflip`` the log of the
         mean probabilities of the images and their mirrors (logits of those probabilities, so the loss,
@@ -262,10 +276,14 @@ class ImageClassifier(LightningModule):
         x, y = batch
         if stage == "train" and self.mixer is not None:
             x, y = self.mixer(x, y)  # y: (batch, classes) soft targets
-        logits = self(x) if stage == "train" else self.evaluation_logits(x)
+        logits, aux = self.training_outputs(x) if stage == "train" else (self.evaluation_logits(x), [])
         # Evaluation: every image counts the same.
         weights = self.loss_weights if stage == "train" and self.class_weights is not None else None
         loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=self.label_smoothing)
+        for aux_weight, aux_logits in aux:
+            loss = loss + aux_weight * F.cross_entropy(
+                aux_logits, y, weight=weights, label_smoothing=self.label_smoothing
+            )
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y.argmax(-1) if y.dim() > 1 else y)
         training = stage == "train"
@@ -302,6 +320,9 @@ class ImageClassifier(LightningModule):
             "probabilities": top_p.cpu(),
             "all_probabilities": probabilities.cpu(),
         }
+
+    def configure_callbacks(self):
+        return [FreezeModules(self.frozen)] if self.frozen else []
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups; tasks with per-stage learning rates override this."""

@@ -20,6 +20,7 @@ from lit_transfer.finetune.weights import (
     torchvision_weights_of,
 )
 from lit_transfer.models.classifier import ImageClassifier, NetFactory
+from lit_transfer.nets.base import AuxiliaryLogits
 from lit_transfer.preprocessing import Preprocessing
 
 
@@ -68,6 +69,10 @@ class FineTuneClassifier(ImageClassifier):
         self.unfreeze = {
             int(epoch): [self.net.find_module(m) for m in modules] for epoch, modules in (unfreeze or {}).items()
         }
+        if self.frozen and finetune != "full":
+            raise UserError(
+                "freeze is for finetune: full (feature_extractor already freezes all but the head): use one of them"
+            )
         if feature_cache and (finetune != "feature_extractor" or self.unfreeze):
             raise UserError(
                 "feature_cache needs a backbone that stays frozen: finetune: feature_extractor and no unfreeze"
@@ -96,7 +101,8 @@ class FineTuneClassifier(ImageClassifier):
         return own + super().initial_weight_files()
 
     def configure_callbacks(self):
-        return finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs, self.lr_scheduler_factory)
+        own = finetuning_callbacks(self.finetune, self.unfreeze, self.param_group_specs, self.lr_scheduler_factory)
+        return own + super().configure_callbacks()
 
     # -- learning-rate groups -------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -138,3 +144,8 @@ class FineTuneClassifier(ImageClassifier):
         if self.cached_features is not None and self.cached_features.active:
             return self.net.forward_head(x)
         return super().forward(x)
+
+    def training_outputs(self, x: Tensor) -> AuxiliaryLogits:
+        if self.cached_features is not None and self.cached_features.active:
+            return AuxiliaryLogits(self(x), [])  # the head alone: auxiliary classifiers are in the frozen backbone
+        return super().training_outputs(x)

@@ -2,8 +2,9 @@
 
 from lit_transfer.nets.alexnet32 import AlexNet32
 from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.nets.lenet import LeNet
 from lit_transfer.nets.simple_cnn import SimpleCNN
 from lit_transfer.nets.timm_net import TimmNet
 from lit_transfer.nets.torchvision_nets import AlexNet, TorchvisionNet
 
-__all__ = ["AlexNet", "AlexNet32", "ClassifierNet", "SimpleCNN", "TimmNet", "TorchvisionNet"]
+__all__ = ["AlexNet", "AlexNet32", "ClassifierNet", "LeNet", "SimpleCNN", "TimmNet", "TorchvisionNet"]

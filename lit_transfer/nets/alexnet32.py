@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.nets.base import ClassifierNet, layer_stages
 
 
 class AlexNet32(ClassifierNet):
@@ -54,4 +54,4 @@ class AlexNet32(ClassifierNet):
     def stages(self) -> list[str]:
         # Stem to head, one stage per learnable layer, so freezing and per-stage learning rates can
         # pick "everything before classifier.6" or "the last two convolutions" alike.
-        return [name for name, module in self.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+        return layer_stages(self)

@@ -6,6 +6,8 @@ ResNet50 and any other net go through one code path.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor, nn
 
 from lit_transfer.errors import UserError
@@ -13,6 +15,20 @@ from lit_transfer.preprocessing import Preprocessing
 
 # What a config writes for the net's classifier, whatever the net calls it.
 HEAD_ALIAS = "head"
+
+
+def layer_stages(net: nn.Module) -> list[str]:
+    """One stage per convolution or fully connected layer, stem to head: for small nets whose layers a
+    user picks one by one (freeze "everything before the head", per-layer learning rates)."""
+    return [name for name, module in net.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
+class AuxiliaryLogits(NamedTuple):
+    """What a net gives for a training batch: its logits, and ``(loss weight, logits)`` of each auxiliary
+    classifier whose loss joins the main one (GoogLeNet's, Inception v3's)."""
+
+    logits: Tensor
+    aux: list[tuple[float, Tensor]]
 
 
 class ClassifierNet(nn.Module):
@@ -89,6 +105,11 @@ class ClassifierNet(nn.Module):
         if not owners:
             raise KeyError(f"parameter {parameter_name!r} belongs to no stage of {type(self).__name__}")
         return max(owners, key=len)
+
+    def forward_train(self, x: Tensor) -> AuxiliaryLogits:
+        """The logits of a training batch with the auxiliary classifiers' (none here); ``forward`` gives
+        the logits alone, as validation, predict and export use them."""
+        return AuxiliaryLogits(self(x), [])
 
     def forward_features(self, x: Tensor) -> Tensor:
         """What the head receives for ``x`` (timm's name): pooled features for a ResNet, the 1000-way

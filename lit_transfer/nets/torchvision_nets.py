@@ -11,14 +11,20 @@ from typing import Any, Literal
 
 import torchvision
 from torch import Tensor, nn
+from torchvision.models import get_model_weights
 
 from lit_transfer.errors import UserError
-from lit_transfer.nets.base import ClassifierNet
+from lit_transfer.nets.base import AuxiliaryLogits, ClassifierNet
 
 # replace: the last Linear becomes Linear(in_features, num_classes).
 # append: the original (ImageNet 1000-way) output is kept and Linear(1000, num_classes) maps it to
 #         the classes, as in the hymenoptera tutorial; it outputs logits like every net here.
 HeadMode = Literal["replace", "append"]
+
+# The auxiliary classifiers of the Inception family: their modules, and the weight of each one's loss
+# beside the main loss (GoogLeNet's paper: 0.3 for each of its two; Inception v3: 0.4, as TF-slim's
+# and timm's training scripts weigh it). torchvision's forward returns them in training mode only.
+AUX_LOSS_WEIGHTS = {"googlenet": {"aux1": 0.3, "aux2": 0.3}, "inception_v3": {"AuxLogits": 0.4}}
 
 
 def last_linear(model: nn.Module) -> str:
@@ -47,6 +53,15 @@ class TorchvisionNet(ClassifierNet):
             ``num_classes`` added after it.
         model_kwargs: further keyword arguments of the torchvision model's builder, e.g.
             ``{dropout: 0.2}``; null: none.
+        aux_logits: GoogLeNet's and Inception v3's auxiliary classifiers: ``true`` trains them beside
+            the main one (adapted to ``num_classes``), their losses added at 0.3 each (GoogLeNet) or 0.4
+            (Inception v3); ``false`` builds the nets without them, as torchvision evaluates its
+            pretrained ones. Validation, predict and export use the main classifier alone either way.
+
+    SqueezeNet's classifier is a 1x1 convolution followed by pooling: the head is that convolution with
+    the ReLU, pooling and flattening after it (``model.classifier.1``), so ``forward_head`` gives logits.
+    The smallest input a model takes (torchvision's ``min_size``: 75 px for Inception v3, 63 for
+    AlexNet, 224 for ViT) is checked in ``forward``, where smaller images are a one-line user error.
     """
 
     def __init__(
@@ -55,27 +70,63 @@ class TorchvisionNet(ClassifierNet):
         name: str = "alexnet",
         head: HeadMode = "replace",
         model_kwargs: dict[str, Any] | None = None,
+        aux_logits: bool = False,
     ) -> None:
         super().__init__()
         known = torchvision.models.list_models(module=torchvision.models)
         if name not in known:
             raise UserError(f"unknown torchvision classification model {name!r}: use one of {', '.join(known)}")
+        if head not in ("replace", "append"):
+            raise UserError(f"unknown head mode {head!r}: use replace or append")
+        kwargs = dict(model_kwargs or {})
+        if name in AUX_LOSS_WEIGHTS:
+            kwargs.setdefault("aux_logits", aux_logits)
+            kwargs.setdefault("init_weights", True)  # the papers' initialisation; torchvision warns when unset
+        elif aux_logits:
+            raise UserError(
+                f"aux_logits is for {' and '.join(AUX_LOSS_WEIGHTS)}, which have auxiliary classifiers; {name} has none"
+            )
         self.weights_family = name
         self.head_mode = head
-        self.model = torchvision.models.get_model(name, weights=None, **(model_kwargs or {}))
-        original_head = "model." + last_linear(self.model)
-        if head == "replace":
-            self.head_name = original_head
-            self.reset_classifier(num_classes)
-        elif head == "append":
+        self.min_image_size = min(get_model_weights(name).DEFAULT.meta.get("min_size", (1, 1)))
+        self.model = torchvision.models.get_model(name, weights=None, **kwargs)
+        self.aux_loss_weights = [
+            weight for module, weight in AUX_LOSS_WEIGHTS.get(name, {}).items() if getattr(self.model, module, None)
+        ]
+        for module in AUX_LOSS_WEIGHTS.get(name, {}) if self.aux_loss_weights else ():
+            aux = self.model.get_submodule(module)
+            fc = last_linear(aux)
+            aux.set_submodule(fc, nn.Linear(aux.get_submodule(fc).in_features, num_classes))
+        if head == "append":
             self.head_name = "head"
-            self.head = nn.Linear(self.get_submodule(original_head).out_features, num_classes)
+            self.head = nn.Linear(num_outputs(self.model), num_classes)
+        elif name.startswith("squeezenet"):
+            conv = self.model.classifier[1]
+            self.model.classifier[1] = nn.Sequential(
+                nn.Conv2d(conv.in_channels, num_classes, kernel_size=1), *self.model.classifier[2:], nn.Flatten()
+            )
+            del self.model.classifier[2:]
+            self.head_name = "model.classifier.1"
         else:
-            raise UserError(f"unknown head mode {head!r}: use replace or append")
+            self.head_name = "model." + last_linear(self.model)
+            self.reset_classifier(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_train(x).logits
+
+    def forward_train(self, x: Tensor) -> AuxiliaryLogits:
+        side = min(x.shape[-2:])
+        if side < self.min_image_size:
+            raise UserError(
+                f"{self.weights_family} takes images of at least {self.min_image_size}x{self.min_image_size} pixels "
+                f"and gets {x.shape[-2]}x{x.shape[-1]}: set --data.image_size {self.min_image_size} or more"
+            )
         out = self.model(x)
-        return self.head(out) if self.head_mode == "append" else out
+        aux: list[tuple[float, Tensor]] = []
+        if isinstance(out, tuple):  # GoogLeNetOutputs / InceptionOutputs: training with aux_logits
+            out, *aux_out = out
+            aux = list(zip(self.aux_loss_weights, aux_out))
+        return AuxiliaryLogits(self.head(out) if self.head_mode == "append" else out, aux)
 
     def stages(self) -> list[str]:
         """The torchvision model's top-level blocks from stem to classifier, then the head.
@@ -87,6 +138,13 @@ class TorchvisionNet(ClassifierNet):
             f"model.{name}" for name, child in self.model.named_children() if any(True for _ in child.parameters())
         ]
         return blocks + ([self.head_name] if self.head_name not in blocks else [])
+
+
+def num_outputs(model: nn.Module) -> int:
+    """The number of outputs of a torchvision classification model (1000 for ImageNet's): its last
+    Linear's, or its last convolution's where one classifies (SqueezeNet)."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
 
 
 class AlexNet(TorchvisionNet):
