@@ -6,8 +6,10 @@ import io
 import os
 import random
 import struct
+import threading
 import zlib
 from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +265,22 @@ def add_decompression_bomb(folder: Path) -> Path:
     path = folder / "bomb.png"
     path.write_bytes(bytes(data))
     return path
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """A local HTTP server (127.0.0.1, a free port) serving ``tmp_path / "served"``."""
+    served = tmp_path / "served"
+    served.mkdir()
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass

@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import threading
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -244,25 +241,6 @@ def test_a_class_with_only_unreadable_files_is_a_clear_error(split_folder):
 
 
 # -- download -----------------------------------------------------------------------------------
-@pytest.fixture
-def http_server(tmp_path, monkeypatch):
-    """A local HTTP server (127.0.0.1, a free port) serving ``tmp_path / "served"``."""
-    served = tmp_path / "served"
-    served.mkdir()
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 def make_archive(source: Path, archive: Path, top: str) -> str:
     """Zip ``source`` under the top folder ``top`` (as the hymenoptera zip does); returns the MD5."""
     with zipfile.ZipFile(archive, "w") as zf:

@@ -4,6 +4,8 @@ image path, and the MNIST -> Fashion-MNIST freeze transfer through its pair of c
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -14,6 +16,7 @@ import torch
 from PIL import Image
 
 from lit_transfer.data import ImageFolderDataModule, MNISTDataModule
+from lit_transfer.errors import UserError
 from lit_transfer.nets import LeNet
 from tests.conftest import REPO, exit_message, last_checkpoint, quiet_run_args, written
 
@@ -93,8 +96,9 @@ def test_a_net_built_for_rgb_gets_the_gray_channel_repeated(mnist_root, tmp_path
     assert "images: gray images given to the net as RGB (3 channels), as it takes" in caplog.text
 
 
-def test_lenet_makes_rgb_images_gray_and_predicts_and_exports_from_them(tmp_path, run_cli, class_folder, caplog):
-    cli = run_cli(
+def lenet_on_folder_args(class_folder: Path, run: Path, *extra: str) -> list[str]:
+    """``fit`` of LeNet (1 channel, 28 px) on the RGB image folder ``class_folder``, one epoch, quiet, in ``run``."""
+    return [
         "fit",
         "--model",
         "lit_transfer.models.ImageClassifier",
@@ -106,14 +110,15 @@ def test_lenet_makes_rgb_images_gray_and_predicts_and_exports_from_them(tmp_path
         str(class_folder),
         "--data.num_workers",
         "0",
-        "--data.mean",
-        "[0.5]",
-        "--data.std",
-        "[0.5]",
         "--trainer.max_epochs",
         "1",
-        *quiet_run_args(tmp_path),
-    )
+        *quiet_run_args(run),
+        *extra,
+    ]
+
+
+def test_lenet_makes_rgb_images_gray_and_predicts_and_exports_from_them(tmp_path, run_cli, class_folder, caplog):
+    cli = run_cli(*lenet_on_folder_args(class_folder, tmp_path, "--data.mean", "[0.5]", "--data.std", "[0.5]"))
     assert "images: RGB images given to the net as gray (1 channel), as it takes" in caplog.text
     images, _ = next(iter(cli.datamodule.train_dataloader()))
     assert images.shape[1:] == (1, 28, 28)  # LeNet's size and channels, the config giving none
@@ -134,20 +139,7 @@ def test_lenet_makes_rgb_images_gray_and_predicts_and_exports_from_them(tmp_path
 
 
 def test_rgb_normalisation_for_a_gray_net_is_one_line(tmp_path, run_cli, capsys, class_folder):
-    line = exit_message(
-        run_cli,
-        capsys,
-        "fit",
-        "--model",
-        "lit_transfer.models.ImageClassifier",
-        "--model.net",
-        "lit_transfer.nets.LeNet",
-        "--data",
-        "lit_transfer.data.ImageFolderDataModule",
-        "--data.root",
-        str(class_folder),
-        *quiet_run_args(tmp_path),
-    )
+    line = exit_message(run_cli, capsys, *lenet_on_folder_args(class_folder, tmp_path))
     assert "the net takes 1-channel images and the mean and std in use have 3 and 3 values" in line
 
 
@@ -194,3 +186,25 @@ def test_any_image_predicts_through_the_gray_eval_transform(tmp_path, mnist_root
     data.follow(LeNet.preprocessing)
     (batch,) = list(data.predict_dataloader())
     assert batch[0].shape == (1, 1, 28, 28)
+
+
+def test_download_goes_through_torchvisions_mirrors_and_checksums(http_server, tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    served, url = http_server
+    resources = []
+    for raw in sorted((write_raw_mnist(tmp_path / "source") / "MNIST" / "raw").iterdir()):
+        archive = served / f"{raw.name}.gz"
+        archive.write_bytes(gzip.compress(raw.read_bytes()))
+        resources.append((archive.name, hashlib.md5(archive.read_bytes()).hexdigest()))
+    monkeypatch.setattr(MNIST, "mirrors", [url + "/"])
+    monkeypatch.setattr(MNIST, "resources", resources)
+    data = MNISTDataModule(str(tmp_path / "data"), download=True, val_size=10, num_workers=0)
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.train_set) == 50 and data.is_present()
+
+    monkeypatch.setattr(MNIST, "resources", [(name, "0" * 32) for name, _ in resources])
+    damaged = MNISTDataModule(str(tmp_path / "elsewhere"), download=True)
+    with pytest.raises(UserError, match=r"cannot download MNIST \(.*\): check the connection, or put its files in"):
+        damaged.prepare_data()

@@ -121,8 +121,9 @@ class ArrayDataModule(ClassificationDataModule):
         try:
             self.download_files()
         except (URLError, OSError, RuntimeError) as err:
+            reason = " ".join(str(err).split())  # torchvision's message spans lines
             raise UserError(
-                f"cannot download {self.dataset_title} ({err}): check the connection, or put its files in "
+                f"cannot download {self.dataset_title} ({reason}): check the connection, or put its files in "
                 f"{self.folder} yourself"
             ) from err
 

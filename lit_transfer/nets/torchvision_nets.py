@@ -25,6 +25,9 @@ HeadMode = Literal["replace", "append"]
 # beside the main loss (GoogLeNet's paper: 0.3 for each of its two; Inception v3: 0.4, as TF-slim's
 # and timm's training scripts weigh it). torchvision's forward returns them in training mode only.
 AUX_LOSS_WEIGHTS = {"googlenet": {"aux1": 0.3, "aux2": 0.3}, "inception_v3": {"AuxLogits": 0.4}}
+# Inception v3's auxiliary classifier needs the 17x17 map its 299 px input makes (a 5x5 pooling and a
+# 5x5 convolution on it), where the net alone takes 75 px.
+AUX_MIN_IMAGE_SIZE = {"inception_v3": 299}
 
 
 def last_linear(model: nn.Module) -> str:
@@ -60,8 +63,9 @@ class TorchvisionNet(ClassifierNet):
 
     SqueezeNet's classifier is a 1x1 convolution followed by pooling: the head is that convolution with
     the ReLU, pooling and flattening after it (``model.classifier.1``), so ``forward_head`` gives logits.
-    The smallest input a model takes (torchvision's ``min_size``: 75 px for Inception v3, 63 for
-    AlexNet, 224 for ViT) is checked in ``forward``, where smaller images are a one-line user error.
+    The smallest input a model takes (torchvision's ``min_size``: 75 px for Inception v3, 299 with its
+    auxiliary classifier, 63 for AlexNet, 224 for ViT) is checked in ``forward``, where smaller images
+    are a one-line user error.
     """
 
     def __init__(
@@ -88,11 +92,13 @@ class TorchvisionNet(ClassifierNet):
             )
         self.weights_family = name
         self.head_mode = head
-        self.min_image_size = min(get_model_weights(name).DEFAULT.meta.get("min_size", (1, 1)))
         self.model = torchvision.models.get_model(name, weights=None, **kwargs)
         self.aux_loss_weights = [
             weight for module, weight in AUX_LOSS_WEIGHTS.get(name, {}).items() if getattr(self.model, module, None)
         ]
+        self.min_image_size = min(get_model_weights(name).DEFAULT.meta.get("min_size", (1, 1)))
+        if self.aux_loss_weights:
+            self.min_image_size = max(self.min_image_size, AUX_MIN_IMAGE_SIZE.get(name, 1))
         for module in AUX_LOSS_WEIGHTS.get(name, {}) if self.aux_loss_weights else ():
             aux = self.model.get_submodule(module)
             fc = last_linear(aux)
