@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -344,25 +345,87 @@ def test_a_full_disk_while_saving_is_one_line_and_the_earlier_checkpoints_stay(t
         assert torch.load(path, weights_only=True)["epoch"] == 0
 
 
-def test_npu_random_states_are_saved_and_restored(monkeypatch):
-    import types
+class FakeAccelerator:
+    """Per-device random states of 8 devices; restoring records (state, device index). Calls that touch
+    every device fail the test."""
 
+    def __init__(self) -> None:
+        self.restored: list[tuple[torch.Tensor, int]] = []
+
+    def is_available(self) -> bool:
+        return True
+
+    def get_rng_state(self, device) -> torch.Tensor:
+        return torch.tensor([device.index], dtype=torch.uint8)
+
+    def set_rng_state(self, state, device) -> None:
+        self.restored.append((state, device.index))
+
+    def get_rng_state_all(self):
+        raise AssertionError("the random states of every device were read")
+
+    set_rng_state_all = get_rng_state_all
+
+
+def run_on(device: str):
+    """A trainer on ``device`` (``npu:3`` too: a real torch.device of type npu needs torch_npu)."""
+    kind, _, index = device.partition(":")
+    root = types.SimpleNamespace(type=kind, index=int(index) if index else None)
+    return types.SimpleNamespace(strategy=types.SimpleNamespace(root_device=root))
+
+
+@pytest.fixture(params=["cuda", "npu"])
+def accelerator(request, monkeypatch):
+    fake = FakeAccelerator()
+    if request.param == "npu":
+        monkeypatch.setitem(sys.modules, "torch_npu", types.ModuleType("torch_npu"))
+        monkeypatch.setattr(torch, "npu", fake, raising=False)
+    else:
+        for name in ("is_available", "get_rng_state", "set_rng_state", "get_rng_state_all", "set_rng_state_all"):
+            monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    return request.param, fake
+
+
+def saved_then_resumed(saved_on: str, resumed_on: str) -> dict:
     from lit_transfer.callbacks import RNGStateCheckpoint
 
-    restored = []
-    fake_npu = types.SimpleNamespace(
-        is_available=lambda: True,
-        get_rng_state_all=lambda: [torch.tensor([1, 2, 3], dtype=torch.uint8)],
-        set_rng_state_all=restored.append,
-    )
-    monkeypatch.setitem(sys.modules, "torch_npu", types.ModuleType("torch_npu"))
-    monkeypatch.setattr(torch, "npu", fake_npu, raising=False)
-    state = RNGStateCheckpoint().state_dict()
-    assert torch.equal(state["npu"][0], torch.tensor([1, 2, 3], dtype=torch.uint8))
+    saving = RNGStateCheckpoint()
+    saving.setup(run_on(saved_on), None, "fit")
+    state = saving.state_dict()
+    resuming = RNGStateCheckpoint()
+    resuming.load_state_dict(state)
+    resuming.setup(run_on(resumed_on), None, "fit")
+    resuming.on_train_start(run_on(resumed_on), None)
+    return state
+
+
+def test_a_run_on_one_of_eight_devices_resumes_on_a_machine_with_one(accelerator):
+    kind, fake = accelerator
+    state = saved_then_resumed(f"{kind}:3", f"{kind}:0")
+    assert torch.equal(state[kind], torch.tensor([3], dtype=torch.uint8))  # the run's device only
+    assert fake.restored == [(state[kind], 0)]  # onto the device the resumed run uses
+
+
+def test_a_cpu_run_on_an_accelerator_machine_never_touches_the_accelerator(accelerator):
+    kind, fake = accelerator
+    assert kind not in saved_then_resumed("cpu", "cpu")
+    from lit_transfer.callbacks import RNGStateCheckpoint
+
+    from_gpu = RNGStateCheckpoint()
+    from_gpu.load_state_dict({**saved_then_resumed("cpu", "cpu"), kind: torch.tensor([5], dtype=torch.uint8)})
+    from_gpu.on_train_start(run_on("cpu"), None)  # a GPU run's checkpoint resumed on the CPU
+    assert fake.restored == []
+
+
+def test_checkpoints_holding_every_devices_state_still_resume(accelerator):
+    from lit_transfer.callbacks import RNGStateCheckpoint
+
+    kind, fake = accelerator
+    old = {**saved_then_resumed("cpu", "cpu"), kind: [torch.tensor([i], dtype=torch.uint8) for i in range(8)]}
     callback = RNGStateCheckpoint()
-    callback.load_state_dict(state)
-    callback.on_train_start(None, None)
-    assert restored == [state["npu"]]
+    callback.load_state_dict(old)
+    callback.on_train_start(run_on(f"{kind}:0"), None)
+    assert len(fake.restored) == 1 and torch.equal(fake.restored[0][0], old[kind][0])
 
 
 @pytest.mark.parametrize("flag", ["--model.init_args.init_from", "--model.init_args.weights"])

@@ -12,16 +12,24 @@ from lightning.pytorch import Callback
 
 
 class RNGStateCheckpoint(Callback):
-    """Saves the global random states (torch, numpy, Python; CUDA and Ascend NPU devices) in every
-    checkpoint and restores them.
+    """Saves the global random states (torch, numpy, Python; the run's CUDA or Ascend NPU device) in
+    every checkpoint and restores them.
 
     Lightning restores weights, optimizer, schedulers and loop counters but not the random states,
     so a resumed run would shuffle and drop out differently from the run it continues. With them, a
     run resumed from an end-of-epoch checkpoint ends with the same weights as one never stopped.
+
+    Of the accelerators, only the device the run uses is saved, and restored to the device the resumed
+    run uses: a checkpoint moves between machines with other device counts (trained on 8 GPUs,
+    resumed on 1), and a CPU run on a GPU machine never touches CUDA.
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None  # restored from a checkpoint, applied at train start
+        self._device: torch.device | None = None  # the run's device, known from setup
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._device = trainer.strategy.root_device
 
     def state_dict(self) -> dict[str, Any]:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -31,11 +39,11 @@ class RNGStateCheckpoint(Callback):
             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": random.getstate(),
         }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        npu = _npu()
-        if npu is not None:
-            state["npu"] = npu.get_rng_state_all()
+        device = self._device
+        if device is not None and device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(device)
+        elif device is not None and device.type == "npu":
+            state["npu"] = _npu().get_rng_state(device)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -50,20 +58,18 @@ class RNGStateCheckpoint(Callback):
         name, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         random.setstate(_as_tuples(state["python"]))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        npu = _npu()
-        if "npu" in state and npu is not None:
-            npu.set_rng_state_all(state["npu"])
+        device = trainer.strategy.root_device
+        saved = state.get(device.type) if device.type in ("cuda", "npu") else None
+        if isinstance(saved, list):  # written before one device's state was saved: one per device then
+            saved = saved[0] if saved else None
+        if saved is not None:
+            (torch.cuda if device.type == "cuda" else _npu()).set_rng_state(saved, device)
         self._pending = None
 
 
 def _npu() -> Any:
-    """``torch.npu`` when torch_npu is loaded (it is only when an NPU run imported it) and has a device."""
-    if "torch_npu" not in sys.modules:
-        return None
-    npu = getattr(torch, "npu", None)
-    return npu if npu is not None and npu.is_available() else None
+    """``torch.npu`` (torch_npu is loaded: an NPU run imported it)."""
+    return getattr(torch, "npu", None) if "torch_npu" in sys.modules else None
 
 
 def _as_tuples(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSamplerWrapper
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
@@ -193,9 +194,16 @@ class ClassificationDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # The loaders give uint8 images (presets.Normalize says why): here they become the net's input.
         if isinstance(batch, torch.Tensor):  # images alone: the model summary's example input
-            return self.normalize(batch)
+            return self._net_input(batch)
         images, *rest = batch
-        return [self.normalize(images), *rest]
+        return [self._net_input(images), *rest]
+
+    def _net_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised, then in the dtype of the run's precision: Lightning casts a batch to it (``16-true``,
+        ``bf16-true``) before this hook, when the images are still uint8 and its cast does nothing."""
+        images = self.normalize(images)
+        trainer = self.trainer
+        return trainer.precision_plugin.convert_input(images) if trainer is not None else images
 
     def make_loader(self, dataset: Dataset, train: bool = False, mixed: bool = False) -> DataLoader:
         """A DataLoader over ``dataset``: with ``train``, the training batch size and a shuffle that
@@ -209,6 +217,14 @@ class ClassificationDataModule(LightningDataModule):
             sampler = EpochShuffleSampler(len(dataset), torch.initial_seed())
         elif mixed:
             sampler = MixedOrderSampler(len(dataset))
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                # Each process takes every n-th image of that order, none twice. Lightning's own
+                # DistributedSampler pads the set to a multiple of the processes with repeated images,
+                # which the accuracy would then count twice.
+                sampler = UnrepeatedDistributedSamplerWrapper(
+                    sampler, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+                )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -237,7 +253,15 @@ class ClassificationDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_root:
             raise UserError("nothing to predict: give the images with --data.predict_root <file or folder>")
-        return self.make_loader(ImageFiles(self._readable_images(self.predict_root), self.eval_transform()))
+        files = self._readable_images(self.predict_root)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > len(files):
+            # Lightning's sampler gives each process a share and asserts that none is empty.
+            raise UserError(
+                f"{len(files)} image{'s' if len(files) > 1 else ''} to predict on {trainer.world_size} processes: "
+                "predict on one device (--trainer.devices 1), or give at least as many images as processes"
+            )
+        return self.make_loader(ImageFiles(files, self.eval_transform()))
 
     def _readable_images(self, root: str) -> list[Path]:
         """The image files of ``root`` (a file or a folder) that decode, checked as at fit; the others

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn import functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
@@ -174,6 +174,9 @@ class ImageClassifier(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Validation and test losses as torchmetrics means weighted by images: exact across processes,
+        # where Lightning's sync_dist would average the processes' means whatever their image counts.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
         if tta not in ("none", "hflip"):
             raise UserError(f"unknown model.tta {tta!r}: use none or hflip")
@@ -286,16 +289,12 @@ class ImageClassifier(LightningModule):
             )
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, y.argmax(-1) if y.dim() > 1 else y)
-        training = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=not training,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=not training,
-        )
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        else:
+            mean = getattr(self, f"{stage}_loss")
+            mean.update(loss.detach(), weight=len(y))
+            self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
 
