@@ -96,6 +96,8 @@ def test_ddp_two_cpu_processes_fit(tmp_path, run_cli):
         "2",
         "--trainer.default_root_dir",
         str(tmp_path),
+        "--seed_everything",
+        "false",  # unseeded: each process starts from its own seed, and the training order takes rank 0's
     )
     version = one_version(tmp_path)
     assert len(list((version / "checkpoints").glob("best-*.ckpt"))) == 1
@@ -218,3 +220,26 @@ def test_predicting_fewer_images_than_processes_is_one_line(tmp_path):
         UserError, match=r"1 image to predict on 2 processes: predict on one device \(--trainer.devices 1\)"
     ):
         data.predict_dataloader()
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_every_process_shuffles_with_rank_0s_seed(balanced, class_folder):
+    """Each DDP process takes its share of one training order: an unseeded run has a seed per process,
+    so the training sampler takes rank 0's, broadcast."""
+    import types
+
+    from lit_transfer.data import ImageFolderDataModule
+
+    data = ImageFolderDataModule(str(class_folder), num_workers=0, image_size=32, balanced_sampling=balanced)
+    data.setup("fit")
+    asked = []
+
+    def broadcast(value, src):
+        asked.append((value, src))
+        return 1234  # rank 0's seed
+
+    data.trainer = types.SimpleNamespace(
+        world_size=2, global_rank=1, accelerator=None, strategy=types.SimpleNamespace(broadcast=broadcast)
+    )
+    assert data.make_loader(data.train_set, train=True).sampler.seed == 1234
+    assert asked == [(torch.initial_seed(), 0)]

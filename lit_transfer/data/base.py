@@ -210,15 +210,20 @@ class ClassificationDataModule(LightningDataModule):
         depends only on the run's seed and the epoch; otherwise the evaluation batch size, in the
         dataset's order or, with ``mixed``, in one fixed order that mixes the classes."""
         sampler: Sampler | None = None
-        # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded)
-        if train and self.balanced_sampling:
-            sampler = BalancedEpochSampler(labels_of(dataset), torch.initial_seed())
-        elif train:
-            sampler = EpochShuffleSampler(len(dataset), torch.initial_seed())
+        trainer = self.trainer
+        distributed = trainer is not None and trainer.world_size > 1
+        if train:
+            # torch.initial_seed() is seed_everything's seed (a random one when the run is not seeded). The
+            # processes of a DDP run take their shares of one order, so they all take rank 0's seed: an
+            # unseeded run has one per process, and the shares would overlap and miss images.
+            seed = trainer.strategy.broadcast(torch.initial_seed(), src=0) if distributed else torch.initial_seed()
+            if self.balanced_sampling:
+                sampler = BalancedEpochSampler(labels_of(dataset), seed)
+            else:
+                sampler = EpochShuffleSampler(len(dataset), seed)
         elif mixed:
             sampler = MixedOrderSampler(len(dataset))
-            trainer = self.trainer
-            if trainer is not None and trainer.world_size > 1:
+            if distributed:
                 # Each process takes every n-th image of that order, none twice. Lightning's own
                 # DistributedSampler pads the set to a multiple of the processes with repeated images,
                 # which the accuracy would then count twice.
