@@ -29,3 +29,21 @@ class StopAfterEpoch(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
             trainer.should_stop = True
+
+
+class WriteWeightsDigest(Callback):
+    """At the end of fit, each process writes a digest of its net's weights to ``folder/rank<k>.txt``:
+    DDP replicas that stayed in sync write the same."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.folder) / f"rank{trainer.global_rank}.txt").write_text(digest.hexdigest())

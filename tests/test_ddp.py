@@ -7,6 +7,7 @@ so these tests run ``python -m lit_transfer`` in a subprocess instead of in pyte
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import os
 import subprocess
@@ -243,3 +244,29 @@ def test_every_process_shuffles_with_rank_0s_seed(balanced, class_folder):
     )
     assert data.make_loader(data.train_set, train=True).sampler.seed == 1234
     assert asked == [(torch.initial_seed(), 0)]
+
+
+@pytest.mark.parametrize("unfreeze", ["{1: [model.layer4]}", None])
+def test_replicas_stay_identical_when_layers_are_unfrozen_mid_fit(unfreeze, class_folder, tmp_path):
+    """DDP syncs the gradients of the parameters that trained when it wrapped the net; layers unfrozen
+    later must be synced too, or each process trains them on its own share and the replicas drift."""
+    from tests.conftest import catsdogs_resnet18_args
+
+    digests = tmp_path / "digests"
+    callback = json.dumps({"class_path": "tests.helpers.WriteWeightsDigest", "init_args": {"folder": str(digests)}})
+    schedule = ["--model.unfreeze", unfreeze] if unfreeze else []
+    args = catsdogs_resnet18_args(class_folder, tmp_path, "--model.finetune", "feature_extractor", *schedule)
+    run_module(
+        *args,
+        *DDP_CPU,
+        "--data.batch_size",
+        "4",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.callbacks+",
+        callback,
+    )
+    rank0, rank1 = ((digests / f"rank{rank}.txt").read_text() for rank in range(2))
+    assert rank0 == rank1

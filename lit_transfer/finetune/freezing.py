@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.utilities import rank_zero_info
@@ -107,6 +108,13 @@ class GradualUnfreezing(FreezeBackbone):
     Resuming: ``BaseFinetuning`` saves the added groups in the checkpoint and re-creates them before
     the optimizer state is loaded, but the modules behind them stay frozen (``freeze_before_training``
     froze them again); this callback also saves which modules it unfroze and makes them trainable.
+
+    Several processes (DDP): DDP averages the gradients of the parameters that were trainable when it
+    wrapped the net, at the start of the fit; it never learns of the ones unfrozen later, which each
+    process would then train on its own share of the images, the replicas drifting apart with no
+    error. This callback averages their gradients across the processes before each optimizer step (one
+    all-reduce of them together; DDP's own overlaps with the backward pass, this one follows it).
+    Nothing in Lightning or torch re-registers parameters with a running DDP.
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class GradualUnfreezing(FreezeBackbone):
         self.groups = list(groups)
         self.scheduler_factory = scheduler_factory
         self.unfrozen: list[str] = []  # saved in checkpoints
+        self._synced_by_ddp: set[int] = set()  # ids of the parameters trainable when DDP wrapped the net
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "unfrozen": list(self.unfrozen)}
@@ -129,6 +138,8 @@ class GradualUnfreezing(FreezeBackbone):
         self.unfrozen = list(state_dict.get("unfrozen", []))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The strategy wrapped the net (DDP) just before this hook: what trains now is what DDP syncs.
+        self._synced_by_ddp = {id(p) for p in pl_module.parameters() if p.requires_grad}
         restarting = self._restarting
         super().on_fit_start(trainer, pl_module)  # re-creates the groups added before the checkpoint
         if restarting:
@@ -136,6 +147,20 @@ class GradualUnfreezing(FreezeBackbone):
             self.make_trainable([net.get_submodule(name) for name in self.unfrozen])
         else:
             self.unfrozen = []
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        if trainer.world_size < 2:
+            return
+        thawed = [
+            p
+            for p in pl_module.parameters()
+            if p.requires_grad and p.grad is not None and id(p) not in self._synced_by_ddp
+        ]
+        if thawed:
+            grads = [p.grad for p in thawed]
+            averaged = trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+            for grad, value in zip(grads, averaged.split([g.numel() for g in grads])):
+                grad.copy_(value.view_as(grad))
 
     def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if epoch in self.schedule:
