@@ -50,34 +50,11 @@ def keep_frozen_batchnorm_in_eval(module: nn.Module) -> None:
             layer.train(layer.track_running_stats and module.training)
 
 
-class FreezeBackbone(BaseFinetuning):
-    """Train only the net's head; the rest, BatchNorm statistics included, stays as loaded
-    (``finetune: feature_extractor``)."""
-
-    @property
-    def state_key(self) -> str:
-        # Checkpoints written before this class was renamed hold its state under the old name.
-        return "FeatureExtractor" if type(self) is FreezeBackbone else super().state_key
-
-    def freeze_before_training(self, pl_module: LightningModule) -> None:
-        net = net_of(pl_module)
-        self.freeze(net, train_bn=False)
-        self.make_trainable(net.get_classifier())
-
-    def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        """Nothing is unfrozen later in this mode."""
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        # Lightning restores these modes after each validation run, so once per epoch is enough.
-        keep_frozen_batchnorm_in_eval(pl_module)
-
-
 class FreezeModules(BaseFinetuning):
     """Keep the named modules of the net as they start, BatchNorm statistics included, for the whole
     fit (``--model.freeze``): e.g. the first layers of a net started from an earlier run (``init_from``)."""
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str] = ()) -> None:
         super().__init__()
         self.frozen = list(modules)  # full module names of the net
 
@@ -90,7 +67,23 @@ class FreezeModules(BaseFinetuning):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
+        # Lightning restores these modes after each validation run, so once per epoch is enough.
         keep_frozen_batchnorm_in_eval(pl_module)
+
+
+class FreezeBackbone(FreezeModules):
+    """Train only the net's head; the rest, BatchNorm statistics included, stays as loaded
+    (``finetune: feature_extractor``)."""
+
+    @property
+    def state_key(self) -> str:
+        # Checkpoints written before this class was renamed hold its state under the old name.
+        return "FeatureExtractor" if type(self) is FreezeBackbone else super().state_key
+
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
+        net = net_of(pl_module)
+        self.freeze(net, train_bn=False)
+        self.make_trainable(net.get_classifier())
 
 
 class GradualUnfreezing(FreezeBackbone):

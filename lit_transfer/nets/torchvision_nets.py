@@ -93,13 +93,12 @@ class TorchvisionNet(ClassifierNet):
         self.weights_family = name
         self.head_mode = head
         self.model = torchvision.models.get_model(name, weights=None, **kwargs)
-        self.aux_loss_weights = [
-            weight for module, weight in AUX_LOSS_WEIGHTS.get(name, {}).items() if getattr(self.model, module, None)
-        ]
+        aux_heads = {m: w for m, w in AUX_LOSS_WEIGHTS.get(name, {}).items() if getattr(self.model, m, None)}
+        self.aux_loss_weights = list(aux_heads.values())
         self.min_image_size = min(get_model_weights(name).DEFAULT.meta.get("min_size", (1, 1)))
         if self.aux_loss_weights:
             self.min_image_size = max(self.min_image_size, AUX_MIN_IMAGE_SIZE.get(name, 1))
-        for module in AUX_LOSS_WEIGHTS.get(name, {}) if self.aux_loss_weights else ():
+        for module in aux_heads:
             aux = self.model.get_submodule(module)
             fc = last_linear(aux)
             aux.set_submodule(fc, nn.Linear(aux.get_submodule(fc).in_features, num_classes))
