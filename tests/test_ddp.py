@@ -10,6 +10,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,99 @@ def test_replicas_stay_identical_when_layers_are_unfrozen_mid_fit(unfreeze, clas
     )
     rank0, rank1 = ((digests / f"rank{rank}.txt").read_text() for rank in range(2))
     assert rank0 == rank1
+
+
+def _resume_random_states(rank: int, store_path: str) -> None:
+    import random
+    import types
+
+    import numpy as np
+
+    from lit_transfer.callbacks import RNGStateCheckpoint
+
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2
+    )
+    trainer = types.SimpleNamespace(strategy=types.SimpleNamespace(root_device=torch.device("cpu")))
+
+    def draws() -> tuple:
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    def resume_from_rank_0s_file(saved: dict) -> None:
+        file = [saved]  # every process of the resumed run reads the one checkpoint rank 0 wrote
+        torch.distributed.broadcast_object_list(file, src=0)
+        callback = RNGStateCheckpoint()
+        callback.load_state_dict(file[0])
+        callback.on_train_start(trainer, None)
+
+    def reseed() -> None:
+        for generator in (torch, np.random, random):
+            generator.seed()  # unseeded: each process has its own states
+
+    reseed()
+    saving = RNGStateCheckpoint()
+    saving.setup(trainer, None, "fit")
+    saved = saving.state_dict()  # every process writes the checkpoint together
+    expected = draws()
+    reseed()
+    resume_from_rank_0s_file(saved)
+    assert draws() == expected, f"rank {rank} did not get its own states back"
+
+    # A one-process run's checkpoint resumed on two: rank 0 takes its states, rank 1 goes on with its own.
+    reseed()
+    rank_1_own = [torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()]
+    resume_from_rank_0s_file({"processes": saved["processes"][:1]})
+    if rank == 0:
+        assert draws() == expected
+    else:
+        assert torch.equal(rank_1_own[0], torch.get_rng_state())
+        assert (rank_1_own[1] == np.random.get_state()[1]).all() and rank_1_own[2] == random.getstate()
+    torch.distributed.destroy_process_group()
+
+
+def test_each_process_resumes_its_own_random_states(tmp_path):
+    """The checkpoint holds every process's random states and each process of the resumed run takes its own
+    (each crops its own images, and an unseeded run seeds each process apart); a checkpoint of fewer
+    processes gives its states to the ranks it has."""
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_resume_random_states, args=(rank, str(tmp_path / "store"))) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+
+
+def test_a_resumed_ddp_run_equals_one_never_stopped(tmp_path, run_cli):
+    """Two processes, stopped after the first epoch and resumed from last.ckpt, end with the weights of two
+    processes never stopped: each process resumes its own random states. Images of several shapes make
+    each process's random crops draw a different count of random numbers, so the processes' states part."""
+    from PIL import Image
+
+    from tests.conftest import simple_cnn_folder_args, write_image_folder
+    from tests.test_options_resume import STOP_AFTER_FIRST_EPOCH, saved_weights
+
+    folder = write_image_folder(tmp_path / "images", per_class=6)
+    for i, path in enumerate(sorted(folder.rglob("*.png"))):
+        Image.open(path).resize([(32, 32), (64, 16), (16, 64)][i % 3]).save(path)
+
+    def fit(run: str, *extra: str) -> None:
+        args = simple_cnn_folder_args(folder, tmp_path / run, "--trainer.max_epochs", "2", *DDP_CPU, *QUIET)
+        run_module("fit", *args, "--seed_everything", "7", "--trainer.deterministic", "true", *extra)
+
+    fit("straight")
+    fit("resumed", "--trainer.callbacks+", STOP_AFTER_FIRST_EPOCH)
+    first = one_version(tmp_path / "resumed") / "checkpoints" / "last.ckpt"
+    states = torch.load(first, weights_only=True)["callbacks"]["RNGStateCheckpoint"]["processes"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+    shutil.copy(first, tmp_path / "two_processes.ckpt")
+    fit("resumed", "--ckpt_path", "last")
+
+    straight, resumed = saved_weights(tmp_path / "straight"), saved_weights(tmp_path / "resumed")
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+
+    # The two processes' checkpoint resumes in one process too (not bit-identical: the images are shared out anew).
+    one = simple_cnn_folder_args(folder, tmp_path / "one", "--trainer.max_epochs", "2", *QUIET)
+    run_cli("fit", *one, "--ckpt_path", str(tmp_path / "two_processes.ckpt"))
+    assert saved_weights(tmp_path / "one")["state_dict"].keys() == straight["state_dict"].keys()

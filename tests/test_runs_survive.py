@@ -387,15 +387,17 @@ def accelerator(request, monkeypatch):
 
 
 def saved_then_resumed(saved_on: str, resumed_on: str) -> dict:
+    """The one process's random states saved on ``saved_on``, after resuming them on ``resumed_on``."""
     from lit_transfer.callbacks import RNGStateCheckpoint
 
     saving = RNGStateCheckpoint()
     saving.setup(run_on(saved_on), None, "fit")
-    state = saving.state_dict()
+    saved = saving.state_dict()
     resuming = RNGStateCheckpoint()
-    resuming.load_state_dict(state)
+    resuming.load_state_dict(saved)
     resuming.setup(run_on(resumed_on), None, "fit")
     resuming.on_train_start(run_on(resumed_on), None)
+    (state,) = saved["processes"]
     return state
 
 
@@ -412,12 +414,15 @@ def test_a_cpu_run_on_an_accelerator_machine_never_touches_the_accelerator(accel
     from lit_transfer.callbacks import RNGStateCheckpoint
 
     from_gpu = RNGStateCheckpoint()
-    from_gpu.load_state_dict({**saved_then_resumed("cpu", "cpu"), kind: torch.tensor([5], dtype=torch.uint8)})
+    from_gpu.load_state_dict(
+        {"processes": [{**saved_then_resumed("cpu", "cpu"), kind: torch.tensor([5], dtype=torch.uint8)}]}
+    )
     from_gpu.on_train_start(run_on("cpu"), None)  # a GPU run's checkpoint resumed on the CPU
     assert fake.restored == []
 
 
 def test_checkpoints_holding_every_devices_state_still_resume(accelerator):
+    """Written before one device's state was saved (and before each process's was): one state per device."""
     from lit_transfer.callbacks import RNGStateCheckpoint
 
     kind, fake = accelerator
