@@ -367,3 +367,63 @@ def test_a_resumed_ddp_run_equals_one_never_stopped(tmp_path, run_cli):
     one = simple_cnn_folder_args(folder, tmp_path / "one", "--trainer.max_epochs", "2", *QUIET)
     run_cli("fit", *one, "--ckpt_path", str(tmp_path / "two_processes.ckpt"))
     assert saved_weights(tmp_path / "one")["state_dict"].keys() == straight["state_dict"].keys()
+
+
+def _cache_features(rank: int, processes: int, store_path: str, folder: str, out: str) -> None:
+    import contextlib
+    import types
+
+    from lit_transfer.data import ImageFolderDataModule
+    from lit_transfer.finetune.feature_cache import compute_features
+    from lit_transfer.nets import SimpleCNN
+
+    if processes > 1:
+        torch.distributed.init_process_group(
+            "gloo", store=torch.distributed.FileStore(store_path, processes), rank=rank, world_size=processes
+        )
+
+    def all_gather(tensor):
+        parts = [torch.empty_like(tensor) for _ in range(processes)]
+        torch.distributed.all_gather(parts, tensor)
+        return torch.stack(parts)
+
+    trainer = types.SimpleNamespace(
+        world_size=processes,
+        global_rank=rank,
+        precision_plugin=types.SimpleNamespace(forward_context=contextlib.nullcontext),
+        strategy=types.SimpleNamespace(all_gather=all_gather, root_device=torch.device("cpu")),
+    )
+    data = ImageFolderDataModule(folder, batch_size=4, num_workers=0, image_size=32, augment="none", val_fraction=0.1)
+    data.setup("fit")
+    torch.manual_seed(0)
+    net = SimpleCNN(num_classes=3, width=8)
+    seen = []
+    net.stem.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    features = compute_features(net, data, data.train_set, trainer, torch.device("cpu"))
+    torch.save({"features": features.tensors, "seen": sum(seen), "items": len(data.train_set)}, f"{out}/rank{rank}.pt")
+    if processes > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_each_process_computes_its_share_of_the_cached_features(class_folder, tmp_path):
+    """Under DDP the feature cache's images are shared out (each process computes every n-th one's
+    features) and exchanged: every process ends with the whole set's features, in order, as one process
+    computes them."""
+    context = multiprocessing.get_context("fork")
+    for processes in (1, 2):
+        out = tmp_path / str(processes)
+        out.mkdir()
+        args = (processes, str(tmp_path / f"store{processes}"), str(class_folder), str(out))
+        workers = [context.Process(target=_cache_features, args=(rank, *args)) for rank in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+            assert worker.exitcode == 0
+    (alone,) = [torch.load(tmp_path / "1" / "rank0.pt", weights_only=True)]
+    shared = [torch.load(tmp_path / "2" / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    assert alone["items"] % 2 == 1  # an odd count: the shares differ by one image
+    assert [s["seen"] for s in shared] == [alone["items"] // 2 + 1, alone["items"] // 2]
+    for result in shared:
+        for ours, theirs in zip(result["features"], alone["features"]):
+            torch.testing.assert_close(ours, theirs)

@@ -55,3 +55,31 @@ def test_class_names_must_match_class_count():
 
     with pytest.raises(UserError, match="class names"):
         ImageClassifier(net=SimpleCNN, num_classes=3, class_names=["a", "b"])
+
+
+def test_the_mean_loss_weighs_batches_by_images_and_keeps_a_nan():
+    from lit_transfer.models.classifier import MeanLoss
+
+    mean = MeanLoss()
+    mean.update(torch.tensor(1.0), 3)
+    mean.update(torch.tensor(4.0), 1)
+    assert float(mean.compute()) == pytest.approx(1.75)
+    mean.update(torch.tensor(float("nan")), 2)  # no check that waits on the device: a NaN loss shows as NaN
+    assert torch.isnan(mean.compute())
+
+
+def test_the_metrics_skip_their_per_step_argument_checks(monkeypatch, tmp_path, run_cli):
+    """torchmetrics' argument checks read the labels back from the device at every step (a host sync);
+    the labels come from the data module, always in range, so no metric of a run calls them."""
+    import torchmetrics.classification.confusion_matrix as confusion_matrix
+    import torchmetrics.classification.stat_scores as stat_scores
+
+    from tests.conftest import last_checkpoint, tiny_demo_args
+
+    def called(*args, **kwargs):
+        raise AssertionError("a metric checked its arguments")
+
+    monkeypatch.setattr(stat_scores, "_multiclass_stat_scores_tensor_validation", called)
+    monkeypatch.setattr(confusion_matrix, "_multiclass_confusion_matrix_tensor_validation", called)
+    run_cli("fit", *tiny_demo_args(tmp_path, "--trainer.max_epochs", "1"))
+    run_cli("test", *tiny_demo_args(tmp_path, "--ckpt_path", str(last_checkpoint(tmp_path))))

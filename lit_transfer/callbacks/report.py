@@ -67,7 +67,7 @@ class ValidationReport(Callback):
 
     # -- validation ---------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self.confusion = MulticlassConfusionMatrix(pl_module.num_classes).to(pl_module.device)
+        self.confusion = MulticlassConfusionMatrix(pl_module.num_classes, validate_args=False).to(pl_module.device)
         self.samples = None
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -91,7 +91,9 @@ class ValidationReport(Callback):
 
     # -- test ---------------------------------------------------------------------------------
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self.per_class = MulticlassAccuracy(pl_module.num_classes, average=None).to(pl_module.device)
+        self.per_class = MulticlassAccuracy(pl_module.num_classes, average=None, validate_args=False).to(
+            pl_module.device
+        )
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self.per_class.update(outputs["logits"], batch[1])

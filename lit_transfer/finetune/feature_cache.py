@@ -24,7 +24,7 @@ import time
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from lit_transfer.data.base import ClassificationDataModule
 from lit_transfer.errors import UserError
@@ -52,9 +52,8 @@ class FeatureCache:
             )
         start = time.perf_counter()
         self._data, self._images = data, (data.train_set, data.val_set)
-        context = trainer.precision_plugin.forward_context
         train, val = (
-            compute_features(net, data, dataset, device, context, label)
+            compute_features(net, data, dataset, trainer, device, label)
             for dataset, label in zip(self._images, ("training", "validation"))
         )
         data.train_set, data.val_set = train, val
@@ -81,30 +80,47 @@ def compute_features(
     net: ClassifierNet,
     data: ClassificationDataModule,
     dataset: Dataset,
+    trainer: Trainer,
     device: torch.device,
-    forward_context,
     label: str = "",
 ) -> TensorDataset:
     """``(features, label)`` for each item of ``dataset``, in order, read through the data module's own
     evaluation loader (its workers and batch size); kept on the CPU. Says how far it is at every
-    quarter, as this can take minutes before the first epoch starts."""
+    quarter, as this can take minutes before the first epoch starts.
+
+    Under DDP each process computes every n-th item's features, and the processes then exchange them:
+    each needs them all, as every epoch deals the training set out anew."""
+    processes = trainer.world_size if len(dataset) >= trainer.world_size else 1  # too few items to share out
+    rank = trainer.global_rank if processes > 1 else 0
+    share = Subset(dataset, range(rank, len(dataset), processes)) if processes > 1 else dataset
     was_training = net.training
     net.eval()
     features, labels = [], []
-    loader = data.make_loader(dataset)
+    loader = data.make_loader(share)
     start, said = time.perf_counter(), 0
     try:
         for batch, (x, y) in enumerate(loader, start=1):
-            with forward_context():
+            with trainer.precision_plugin.forward_context():
                 features.append(net.forward_features(data.normalize(x.to(device))).float().cpu())
             labels.append(y)
             quarter = 4 * batch // len(loader)
             if quarter > said:
                 said = quarter
-                done = sum(len(t) for t in labels)
+                done = min(len(dataset), processes * sum(len(t) for t in labels))
                 rank_zero_info(
                     f"feature cache: {label} images {done}/{len(dataset)} ({time.perf_counter() - start:.0f} s)"
                 )
     finally:
         net.train(was_training)
-    return TensorDataset(torch.cat(features), torch.cat(labels))
+    mine = torch.cat(features), torch.cat(labels)
+    return TensorDataset(*(_interleave(trainer, t, len(dataset)) for t in mine) if processes > 1 else mine)
+
+
+def _interleave(trainer: Trainer, mine: torch.Tensor, total: int) -> torch.Tensor:
+    """Every process's ``mine`` (process k's holds items k, k + n, k + 2n, ...), gathered back into the
+    items' order, on the CPU. The shares differ by one item at most; all_gather needs equal ones, so each
+    is padded. The exchange goes through the device (NCCL and HCCL gather device tensors)."""
+    processes, longest = trainer.world_size, -(-total // trainer.world_size)
+    padded = torch.cat([mine, mine.new_zeros((longest - len(mine), *mine.shape[1:]))])
+    gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device)).cpu()  # (processes, longest, ...)
+    return gathered.transpose(0, 1).reshape(processes * longest, *mine.shape[1:])[:total]

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.nn import functional as F
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
@@ -79,14 +79,37 @@ def check_optimizer_settings(optimizer: OptimizerCallable) -> None:
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
     # acc: the share of images right; acc_macro: the mean of the classes' accuracies, which a class
-    # with few images moves as much as one with many.
+    # with few images moves as much as one with many. The labels come from the data module, always in
+    # range: torchmetrics' argument checks would only wait on the device at every step (a host sync).
     metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "acc_macro": MulticlassAccuracy(num_classes, average="macro"),
+        "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+        "acc_macro": MulticlassAccuracy(num_classes, average="macro", validate_args=False),
     }
     if num_classes > 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", validate_args=False)
     return MetricCollection(metrics)
+
+
+class MeanLoss(Metric):
+    """The mean loss over an epoch's images, exact across processes: the sums of loss x images and of
+    images, each summed over the processes (Lightning's ``sync_dist`` would average the processes' means
+    whatever their image counts). Written here because torchmetrics' ``MeanMetric`` checks every update
+    for NaN, which waits on the device at each step, and its ``nan_strategy="disable"`` drops the
+    weights (torchmetrics#3434). A NaN loss averages to NaN."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("images", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, loss: Tensor, images: int) -> None:
+        self.total += loss.detach().float() * images
+        self.images += images
+
+    def compute(self) -> Tensor:
+        return self.total / self.images
 
 
 class ImageClassifier(LightningModule):
@@ -174,9 +197,7 @@ class ImageClassifier(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        # Validation and test losses as torchmetrics means weighted by images: exact across processes,
-        # where Lightning's sync_dist would average the processes' means whatever their image counts.
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = MeanLoss(), MeanLoss()
         self.init_from = init_from
         if tta not in ("none", "hflip"):
             raise UserError(f"unknown model.tta {tta!r}: use none or hflip")
@@ -293,7 +314,7 @@ class ImageClassifier(LightningModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         else:
             mean = getattr(self, f"{stage}_loss")
-            mean.update(loss.detach(), weight=len(y))
+            mean.update(loss, len(y))
             self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits

@@ -15,6 +15,7 @@ from torchvision.models import get_model_weights
 
 from lit_transfer.errors import UserError
 from lit_transfer.nets.base import AuxiliaryLogits, ClassifierNet
+from lit_transfer.nets.pooling import use_deterministic_pooling
 
 # replace: the last Linear becomes Linear(in_features, num_classes).
 # append: the original (ImageNet 1000-way) output is kept and Linear(1000, num_classes) maps it to
@@ -93,6 +94,7 @@ class TorchvisionNet(ClassifierNet):
         self.weights_family = name
         self.head_mode = head
         self.model = torchvision.models.get_model(name, weights=None, **kwargs)
+        use_deterministic_pooling(self.model)  # AlexNet's and VGG's pools, for --trainer.deterministic on a GPU
         aux_heads = {m: w for m, w in AUX_LOSS_WEIGHTS.get(name, {}).items() if getattr(self.model, m, None)}
         self.aux_loss_weights = list(aux_heads.values())
         self.min_image_size = min(get_model_weights(name).DEFAULT.meta.get("min_size", (1, 1)))
