@@ -35,6 +35,13 @@ class FakeStream:
     pass
 
 
+class FakeNPUGradScaler(torch.amp.GradScaler):
+    """Stands in for torch_npu's GradScaler (which reads the NPU's overflow flag)."""
+
+    def __init__(self) -> None:
+        super().__init__("npu")
+
+
 def fake_torch_npu(count: int) -> types.ModuleType:
     """A stand-in for ``torch_npu`` with ``count`` devices that records device and stream calls."""
     module = types.ModuleType("torch_npu")
@@ -57,6 +64,7 @@ def fake_torch_npu(count: int) -> types.ModuleType:
         current_stream=lambda: state["stream"],
         empty_cache=lambda: None,
         memory_stats=lambda device: {},
+        amp=types.SimpleNamespace(GradScaler=FakeNPUGradScaler),
     )
     module.state = state
     return module
@@ -216,8 +224,18 @@ def test_mixed_precision_autocasts_on_npu(tmp_path, precision):
     assert plugin.device == "npu"
     assert plugin.precision == precision
     assert (plugin.scaler is not None) == (precision == "16-mixed")
-    if plugin.scaler is not None:
-        assert plugin.scaler._device == "npu"
+    if plugin.scaler is not None:  # torch_npu's, which sees the overflows of saturation mode
+        assert type(plugin.scaler) is FakeNPUGradScaler and plugin.scaler._device == "npu"
+
+
+@npu_structural()
+def test_a_torch_npu_without_its_own_grad_scaler_gets_torchs():
+    from lit_transfer.accelerators.trainer_args import npu_grad_scaler
+
+    assert type(npu_grad_scaler()) is FakeNPUGradScaler
+    del sys.modules["torch_npu"].npu.amp
+    scaler = npu_grad_scaler()
+    assert type(scaler) is torch.amp.GradScaler and scaler._device == "npu"
 
 
 @npu_structural()

@@ -103,7 +103,18 @@ def npu_precision_plugins(precision: Any, plugins: Any) -> tuple[Any, list | Any
         plugin_list = [plugins]
     if any(isinstance(p, Precision) for p in plugin_list):
         return precision, plugins  # the user chose a precision plugin; Lightning reports the clash
-    return None, [*plugin_list, MixedPrecision(unified, device="npu")]
+    scaler = npu_grad_scaler() if unified == "16-mixed" else None
+    return None, [*plugin_list, MixedPrecision(unified, device="npu", scaler=scaler)]
+
+
+def npu_grad_scaler() -> torch.amp.GradScaler:
+    """torch_npu's own GradScaler for ``16-mixed`` on NPUs, else torch's for the ``npu`` device. NPUs of
+    the Atlas training series run in saturation mode, where a float16 overflow leaves no inf or NaN in
+    the gradients but sets a hardware flag: torch's GradScaler, which Lightning would build, looks for
+    inf/NaN only and would step on overflowed gradients; torch_npu's reads the flag (and agrees on an
+    overflow across processes)."""
+    scaler = getattr(getattr(require_npu().npu, "amp", None), "GradScaler", None)
+    return scaler() if scaler is not None else torch.amp.GradScaler("npu")
 
 
 def prepare_trainer_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
