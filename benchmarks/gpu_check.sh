@@ -1,14 +1,55 @@
 #!/usr/bin/env bash
-# Accelerator check for issue 6, on a machine with an NVIDIA GPU: the demo and the CIFAR-10 AlexNet
-# recipe (on generated 32 px images, no download) with --trainer.accelerator gpu, full precision
-# against 16-mixed, then bf16-mixed with channels_last; prints val/acc and images/s, writes
-# benchmarks/results/gpu_check*.json. Extra arguments go to every run, e.g. --epochs 5.
-#   benchmarks/gpu_check.sh
-#   benchmarks/gpu_check.sh --accelerator cpu --precision 32-true --limit-batches 5 --epochs 1  # dry run
+# The GPU check (benchmarks/gpu_check.py says what it asserts): about five minutes on one NVIDIA GPU.
+#
+#   benchmarks/gpu_check.sh OUT [--wheels DIR] [gpu_check.py options, e.g. --device cpu for a dry run]
+#
+# Needs: a python with torch (a CUDA build) and torchvision already installed: "python" on the PATH,
+# or $PYTHON. Nothing else of the machine is changed: the project is copied to OUT/src and installed,
+# with the rest of its dependencies, into OUT/venv, which also sees that python's packages (so torch
+# is not installed again). Those dependencies come from the package index, or, on a machine without
+# network, from --wheels DIR: a folder of wheels made on a machine with network and the same Python,
+#   pip download -d DIR lightning torchmetrics tensorboard "jsonargparse[signatures]" torchcodec pytest pyyaml
+# Everything it writes (the venv, runs, caches, the report OUT/gpu_check.json) stays under OUT.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-python -m benchmarks.gpu_check --precision 32-true 16-mixed "$@"
-if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 1)"; then
-  python -m benchmarks.gpu_check --precision 32-true bf16-mixed --channels-last \
-    --out benchmarks/results/gpu_check_bf16_channels_last.json "$@"
+if [[ $# -lt 1 || $1 == -* ]]; then
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
 fi
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+shift
+wheels=()
+if [[ ${1:-} == --wheels ]]; then
+  [[ -d ${2:-} ]] || { echo "gpu_check: --wheels needs a folder of wheels" >&2; exit 2; }
+  wheels=(--no-index --find-links "$(cd "$2" && pwd)")
+  shift 2
+fi
+python=${PYTHON:-python}
+"$python" -c "import torch, torchvision" 2>/dev/null || {
+  echo "gpu_check: $python has no torch and torchvision: install a CUDA build of both first (or set PYTHON)" >&2
+  exit 2
+}
+
+export TMPDIR="$out/tmp" PIP_CACHE_DIR="$out/cache/pip" XDG_CACHE_HOME="$out/cache" TORCH_HOME="$out/cache/torch" \
+  MPLCONFIGDIR="$out/cache/matplotlib" CUDA_CACHE_PATH="$out/cache/nv" PYTHONPYCACHEPREFIX="$out/cache/pycache" \
+  PYTHONWARNINGS=ignore
+mkdir -p "$TMPDIR"
+
+# The project as committed or edited here, without the run folders, data or environments of this checkout.
+src="$out/src"
+rm -rf "$src"
+mkdir -p "$src"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+(cd "$repo" && tar cf - --exclude=./.git --exclude='./.venv*' --exclude=./lightning_logs --exclude=./data \
+  --exclude='*.egg-info' --exclude=./build .) | (cd "$src" && tar xf -)
+
+if [[ ! -x $out/venv/bin/python ]]; then
+  "$python" -m venv "$out/venv"
+  # The new environment sees the given python's packages (torch among them), whether that python is
+  # a system one, a conda environment or a virtual environment.
+  "$python" -c "import site, sys; print('\n'.join(site.getsitepackages() + [site.getusersitepackages()]))" \
+    > "$("$out/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_base_packages.pth"
+fi
+"$out/venv/bin/python" -m pip install --quiet "${wheels[@]}" "$src" pytest pyyaml
+
+cd "$src"
+"$out/venv/bin/python" -m benchmarks.gpu_check --out "$out" "$@"

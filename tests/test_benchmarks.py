@@ -39,3 +39,36 @@ def test_the_whole_quick_suite_runs(tmp_path):
     report = run.main(["--quick", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "result.json")])
     assert [entry["status"] for entry in report["benchmarks"].values()] == [0] * len(run.BENCHMARKS)
     assert {r["benchmark"] for r in report["summary"]} == set(run.BENCHMARKS)
+
+
+def test_the_gpu_check_dry_run_asserts_and_writes_only_into_its_folder(tmp_path, monkeypatch):
+    """``benchmarks/gpu_check.py --device cpu``: every check of the GPU check runs (the CPU stands in for the
+    GPU) and holds, and all it writes is inside the folder it was given."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("TMPDIR", str(out / "tmp"))
+    assert gpu_check.main(["--out", str(out), "--device", "cpu", "--steps", "1", "--skip-tests"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    report = json.loads((out / "gpu_check.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    assert list(checks) == ["device", "channels_last auto rule", "training steps", "fit, resume, predict"]
+    assert all(c["ok"] for c in checks.values()) and report["ok"]
+    rows = checks["training steps"]["rows"]
+    assert {(r["precision"], r["nhwc"]) for r in rows} == {
+        (p, n) for p in ("32-true", "bf16-mixed") for n in (False, True)
+    }
+    assert checks["fit, resume, predict"]["nhwc"]  # the auto rule's choice on the CPU, found in the fit
+
+
+def test_the_gpu_check_fails_on_a_wrong_rule_or_a_non_finite_loss(monkeypatch):
+    import torch
+
+    from benchmarks import gpu_check
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("lit_transfer.callbacks.channels_last.channels_last_pays", lambda device, precision: False)
+    assert not gpu_check.Checks().run("rule", lambda: gpu_check.auto_rule_check(cpu))["ok"]
+    monkeypatch.setattr(gpu_check.F, "cross_entropy", lambda logits, y: logits.sum() * float("nan"))
+    failed = gpu_check.Checks().run("steps", lambda: gpu_check.steps_check(cpu, ["32-true"], 1))
+    assert not failed["ok"] and "non-finite loss" in failed["error"]

@@ -247,7 +247,8 @@ def test_every_process_shuffles_with_rank_0s_seed(balanced, class_folder):
     assert asked == [(torch.initial_seed(), 0)]
 
 
-@pytest.mark.parametrize("unfreeze", ["{1: [model.layer4]}", None])
+# None: the control (replicas without an unfreeze stay identical anyway), with -m slow.
+@pytest.mark.parametrize("unfreeze", ["{1: [model.layer4]}", pytest.param(None, marks=pytest.mark.slow)])
 def test_replicas_stay_identical_when_layers_are_unfrozen_mid_fit(unfreeze, class_folder, tmp_path):
     """DDP syncs the gradients of the parameters that trained when it wrapped the net; layers unfrozen
     later must be synced too, or each process trains them on its own share and the replicas drift."""

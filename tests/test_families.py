@@ -56,7 +56,13 @@ def quiet(**kwargs) -> Trainer:
     )
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+# The families that take 224 px images at the least train a step in 9 to 13 s each here: with -m slow.
+AT_224_PX = {"maxvit_t", "swin_v2_t", "vit_b_16"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in AT_224_PX else name for name in FAMILIES]
+)
 def test_each_family_trains_a_step_and_predicts(name):
     aux = name in ("googlenet", "inception_v3")
     net = partial(TorchvisionNet, name=name, aux_logits=aux)
