@@ -2,19 +2,47 @@
 # The GPU check (benchmarks/gpu_check.py says what it asserts): about five minutes on one NVIDIA GPU.
 #
 #   benchmarks/gpu_check.sh OUT [--wheels DIR] [gpu_check.py options, e.g. --device cpu for a dry run]
+#   benchmarks/gpu_check.sh --download-wheels DIR [pip options for another machine, e.g.
+#       --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64]
 #
-# Needs: a python with torch (a CUDA build) and torchvision already installed: "python" on the PATH,
+# Needs: a python with torch (a CUDA build) and torchvision already installed: python (or python3) on the PATH,
 # or $PYTHON. Nothing else of the machine is changed: the project is copied to OUT/src and installed,
 # with the rest of its dependencies, into OUT/venv, which also sees that python's packages (so torch
 # is not installed again). Those dependencies come from the package index, or, on a machine without
-# network, from --wheels DIR: a folder of wheels made on a machine with network and the same Python,
-#   pip download -d DIR lightning torchmetrics tensorboard "jsonargparse[signatures]" torchcodec pytest pyyaml
+# network, from --wheels DIR: the folder that --download-wheels DIR fills on a machine with network
+# and the same Python version, or pip's options for the GPU machine's (every dependency but torch,
+# torchvision and what they require).
 # Everything it writes (the venv, runs, caches, the report OUT/gpu_check.json) stays under OUT.
 set -euo pipefail
-if [[ $# -lt 1 || $1 == -* ]]; then
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+if [[ $# -lt 1 || ($1 == -* && $1 != --download-wheels) ]]; then
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
+python=${PYTHON:-$(command -v python || command -v python3 || echo python)}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+if [[ $1 == --download-wheels ]]; then
+  [[ -n ${2:-} ]] || { echo "gpu_check: --download-wheels needs the folder to fill" >&2; exit 2; }
+  dir=$2
+  shift 2
+  pip_options=("$@") target=() version=()
+  # pip resolves for another platform or Python only into a --target (never written: a dry run).
+  [[ $# -gt 0 ]] && target=(--target "$(mktemp -u)")
+  while [[ $# -gt 0 ]]; do
+    [[ $1 == --python-version ]] && version=("$2")
+    shift
+  done
+  mkdir -p "$dir"
+  report=$(mktemp)
+  trap 'rm -f "$report" "$report.txt"' EXIT
+  "$python" -m pip install --quiet --dry-run --ignore-installed "${target[@]}" "${pip_options[@]}" --report "$report" \
+    "$repo" pytest pyyaml
+  (cd "$repo" && "$python" -m benchmarks.gpu_wheels "$report" "${version[@]}") > "$report.txt"
+  "$python" -m pip download --quiet --no-deps "${pip_options[@]}" -d "$dir" -r "$report.txt"
+  echo "gpu_check: $(wc -l < "$report.txt") wheels in $dir ($(du -sh "$dir" | cut -f1)); on the GPU machine: benchmarks/gpu_check.sh OUT --wheels $dir"
+  exit 0
+fi
+
 out=$(mkdir -p "$1" && cd "$1" && pwd)
 shift
 wheels=()
@@ -23,7 +51,6 @@ if [[ ${1:-} == --wheels ]]; then
   wheels=(--no-index --find-links "$(cd "$2" && pwd)")
   shift 2
 fi
-python=${PYTHON:-python}
 "$python" -c "import torch, torchvision" 2>/dev/null || {
   echo "gpu_check: $python has no torch and torchvision: install a CUDA build of both first (or set PYTHON)" >&2
   exit 2
@@ -38,7 +65,6 @@ mkdir -p "$TMPDIR"
 src="$out/src"
 rm -rf "$src"
 mkdir -p "$src"
-repo=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$repo" && tar cf - --exclude=./.git --exclude='./.venv*' --exclude=./lightning_logs --exclude=./data \
   --exclude='*.egg-info' --exclude=./build .) | (cd "$src" && tar xf -)
 

@@ -72,3 +72,28 @@ def test_the_gpu_check_fails_on_a_wrong_rule_or_a_non_finite_loss(monkeypatch):
     monkeypatch.setattr(gpu_check.F, "cross_entropy", lambda logits, y: logits.sum() * float("nan"))
     failed = gpu_check.Checks().run("steps", lambda: gpu_check.steps_check(cpu, ["32-true"], 1))
     assert not failed["ok"] and "non-finite loss" in failed["error"]
+
+
+def test_the_gpu_checks_wheels_leave_out_what_the_preinstalled_torch_brings():
+    """``gpu_check.sh --download-wheels``: what the install needs beside a preinstalled torch; what torch and
+    torchvision require stays out, but not what another package asks of those as an extra."""
+    from benchmarks.gpu_wheels import wheels_to_carry
+
+    def item(name: str, *requires: str, requested: bool = False) -> dict:
+        return {"metadata": {"name": name, "version": "1.0", "requires_dist": list(requires)}, "requested": requested}
+
+    report = {
+        "install": [
+            item("lit_transfer", "torch>=2.6", "torchvision", "numpy>=1.24", "lightning", requested=True),
+            item("torch", "sympy", "fsspec", "nvidia-cublas; platform_system == 'Linux'", "opt-einsum; extra == 'x'"),
+            item("torchvision", "numpy", "torch", "pillow"),
+            item("lightning", "fsspec[http]>=2022", "torchmetrics"),
+            item("fsspec", "aiohttp; extra == 'http'"),
+            item("pytest", "pluggy", "tomli; python_version < '3.11'", requested=True),
+            *(item(name) for name in ("aiohttp", "sympy", "nvidia-cublas", "numpy", "pillow", "torchmetrics")),
+            *(item(name) for name in ("pluggy", "tomli", "opt-einsum")),
+        ]
+    }
+    carried = ["aiohttp==1.0", "lightning==1.0", "pluggy==1.0", "pytest==1.0", "torchmetrics==1.0"]
+    assert wheels_to_carry(report, "3.12") == carried
+    assert wheels_to_carry(report, "3.10") == sorted([*carried, "tomli==1.0"])
