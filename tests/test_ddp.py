@@ -378,6 +378,8 @@ def _cache_features(rank: int, processes: int, store_path: str, folder: str, out
     from lit_transfer.finetune.feature_cache import compute_features
     from lit_transfer.nets import SimpleCNN
 
+    # A forked child must not enter the OpenMP thread pool its parent used (libgomp is not fork-safe: it hangs).
+    torch.set_num_threads(1)
     if processes > 1:
         torch.distributed.init_process_group(
             "gloo", store=torch.distributed.FileStore(store_path, processes), rank=rank, world_size=processes
