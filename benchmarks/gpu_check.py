@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REPO, benchmark_parser, format_table, machine, write_json
+from benchmarks.common import REPO, benchmark_parser, format_table, machine, median, write_json
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -133,18 +133,17 @@ def step_ms(name: str, side: int, batch: int, precision: str, nhwc: bool, device
             times.append(1000 * (time.perf_counter() - start))
     finite = bool(torch.isfinite(torch.stack(losses)).all())
     require(finite, f"{name} {precision} {'NHWC' if nhwc else 'NCHW'}: a non-finite loss")
-    times.sort()
-    return {"ms": round(times[len(times) // 2], 2), "last_loss": round(float(losses[-1]), 4)}
+    return {"ms": round(median(times), 2), "last_loss": round(float(losses[-1]), 4)}
 
 
 def steps_check(device: torch.device, precisions: list[str], steps: int) -> dict:
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     rows = []
+    # fp32 means fp32: TF32 (on by default for cuDNN convolutions) would flatter the baseline.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         for name, side, batch in STEP_NETS[device.type]:
             for precision in precisions:
-                # fp32 means fp32: TF32 (on by default for cuDNN convolutions) would flatter the baseline.
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
                 for nhwc in (False, True):
                     timing = step_ms(name, side, batch, precision, nhwc, device, steps)
                     rows.append(

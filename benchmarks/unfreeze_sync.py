@@ -27,12 +27,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from lightning.pytorch import Callback
-
 from benchmarks import common
+from benchmarks.feature_cache import EpochTimer
 
 CONFIG = common.REPO / "configs" / "catsdogs_resnet50.yaml"
 RECIPES = {
@@ -41,19 +39,18 @@ RECIPES = {
 }
 
 
-class EpochSeconds(Callback):
-    """Each process writes ``<folder>/rank<k>.json``: the seconds of each training epoch."""
+class EpochSeconds(EpochTimer):
+    """The feature-cache benchmark's epoch timer, written out by each process (they are other processes
+    than this script's): ``<folder>/rank<k>.json``, the seconds of each training epoch."""
 
     def __init__(self, folder: str) -> None:
-        self.folder, self.seconds = folder, []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.start = time.perf_counter()
+        super().__init__()
+        self.folder = folder
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
+        super().on_train_epoch_end(trainer, pl_module)
         Path(self.folder).mkdir(parents=True, exist_ok=True)
-        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seconds))
+        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.epoch_seconds))
 
 
 def second_epoch_seconds(recipe: str, data: Path, work: Path, args) -> float:

@@ -56,6 +56,25 @@ def one_version(root: Path) -> Path:
     return versions[0]
 
 
+def in_forked_processes(target, *per_process: tuple) -> None:
+    """``target(*args)`` for each ``args`` of ``per_process``, each in a forked process, all at once; each
+    must exit cleanly within a minute."""
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=target, args=args) for args in per_process]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+
+
+def join_gloo_group(rank: int, processes: int, store_path: str) -> None:
+    """Make this forked process rank ``rank`` of a gloo process group of ``processes``, met through a file."""
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.FileStore(store_path, processes), rank=rank, world_size=processes
+    )
+
+
 def _generate(root: str, start, results) -> None:
     start.wait()
     results.put(str(generate_shapes(root, train_per_class=6, val_per_class=3, image_size=16, seed=0)))
@@ -66,12 +85,7 @@ def test_shapes_generation_is_safe_when_processes_race(tmp_path):
     root = tmp_path / "shapes"
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_generate, args=(str(root), start, results)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    in_forked_processes(_generate, *[(str(root), start, results)] * 2)
     assert {results.get(timeout=5), results.get(timeout=5)} == {str(root)}
     for split, count in (("train", 6), ("val", 3)):
         assert sorted(p.name for p in (root / split).iterdir()) == sorted(SHAPES)
@@ -129,9 +143,7 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
 
     from lit_transfer.callbacks import PredictionCSVWriter
 
-    torch.distributed.init_process_group(
-        "gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2
-    )
+    join_gloo_group(rank, 2, store_path)
     # DistributedSampler over 5 images: rank 0 gets 0, 2, 4; rank 1 gets 1, 3 and image 0 again as padding.
     indices = [[0, 2], [4]] if rank == 0 else [[1, 3], [0]]
     predictions = [
@@ -152,14 +164,8 @@ def _write_predictions(rank: int, store_path: str, folder: str) -> None:
 def test_prediction_csv_collects_every_process(tmp_path):
     """Under DDP each process predicts its share of the images; the CSV (written once, by rank 0) has them
     all, each once, in data order."""
-    context = multiprocessing.get_context("fork")
     args = (str(tmp_path / "store"), str(tmp_path / "out"))
-    workers = [context.Process(target=_write_predictions, args=(rank, *args)) for rank in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    in_forked_processes(_write_predictions, *[(rank, *args) for rank in range(2)])
     files = list(written((tmp_path / "out"), "predictions*.csv"))
     assert len(files) == 1
     with open(files[0], newline="") as f:
@@ -282,9 +288,7 @@ def _resume_random_states(rank: int, store_path: str) -> None:
 
     from lit_transfer.callbacks import RNGStateCheckpoint
 
-    torch.distributed.init_process_group(
-        "gloo", store=torch.distributed.FileStore(store_path, 2), rank=rank, world_size=2
-    )
+    join_gloo_group(rank, 2, store_path)
     trainer = types.SimpleNamespace(strategy=types.SimpleNamespace(root_device=torch.device("cpu")))
 
     def draws() -> tuple:
@@ -326,13 +330,7 @@ def test_each_process_resumes_its_own_random_states(tmp_path):
     """The checkpoint holds every process's random states and each process of the resumed run takes its own
     (each crops its own images, and an unseeded run seeds each process apart); a checkpoint of fewer
     processes gives its states to the ranks it has."""
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_resume_random_states, args=(rank, str(tmp_path / "store"))) for rank in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    in_forked_processes(_resume_random_states, *[(rank, str(tmp_path / "store")) for rank in range(2)])
 
 
 def test_a_resumed_ddp_run_equals_one_never_stopped(tmp_path, run_cli):
@@ -381,9 +379,7 @@ def _cache_features(rank: int, processes: int, store_path: str, folder: str, out
     # A forked child must not enter the OpenMP thread pool its parent used (libgomp is not fork-safe: it hangs).
     torch.set_num_threads(1)
     if processes > 1:
-        torch.distributed.init_process_group(
-            "gloo", store=torch.distributed.FileStore(store_path, processes), rank=rank, world_size=processes
-        )
+        join_gloo_group(rank, processes, store_path)
 
     def all_gather(tensor):
         parts = [torch.empty_like(tensor) for _ in range(processes)]
@@ -412,17 +408,11 @@ def test_each_process_computes_its_share_of_the_cached_features(class_folder, tm
     """Under DDP the feature cache's images are shared out (each process computes every n-th one's
     features) and exchanged: every process ends with the whole set's features, in order, as one process
     computes them."""
-    context = multiprocessing.get_context("fork")
     for processes in (1, 2):
         out = tmp_path / str(processes)
         out.mkdir()
         args = (processes, str(tmp_path / f"store{processes}"), str(class_folder), str(out))
-        workers = [context.Process(target=_cache_features, args=(rank, *args)) for rank in range(processes)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-            assert worker.exitcode == 0
+        in_forked_processes(_cache_features, *[(rank, *args) for rank in range(processes)])
     (alone,) = [torch.load(tmp_path / "1" / "rank0.pt", weights_only=True)]
     shared = [torch.load(tmp_path / "2" / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     assert alone["items"] % 2 == 1  # an odd count: the shares differ by one image

@@ -91,8 +91,7 @@ def compute_features(
     Under DDP each process computes every n-th item's features, and the processes then exchange them:
     each needs them all, as every epoch deals the training set out anew."""
     processes = trainer.world_size if len(dataset) >= trainer.world_size else 1  # too few items to share out
-    rank = trainer.global_rank if processes > 1 else 0
-    share = Subset(dataset, range(rank, len(dataset), processes)) if processes > 1 else dataset
+    share = Subset(dataset, range(trainer.global_rank, len(dataset), processes)) if processes > 1 else dataset
     was_training = net.training
     net.eval()
     features, labels = [], []
